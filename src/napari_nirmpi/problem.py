@@ -32,6 +32,7 @@ class Problem:
     snr: np.ndarray | None = None
     noise_std: np.ndarray | None = None
     params: dict = field(default_factory=dict)
+    row_weights: np.ndarray | None = None  # (M,) factors applied to S and u (1/‖s_m‖ or 1)
 
     def __post_init__(self):
         self.S = np.ascontiguousarray(self.S)
@@ -54,11 +55,13 @@ class Problem:
     def with_u(self, u: np.ndarray) -> "Problem":
         """Same system matrix, another right-hand side (e.g. one frame of a series)."""
         return Problem(self.S, u, self.grid, self.frequencies, self.channels, self.freq_index,
-                       self.snr, self.noise_std, dict(self.params))
+                       self.snr, self.noise_std, dict(self.params), self.row_weights)
 
     def subset(self, rows: np.ndarray) -> "Problem":
         rows = np.asarray(rows)
-        pick = lambda a: None if a is None else np.asarray(a)[..., rows] if a is self.u else np.asarray(a)[rows]
+        def pick(a):
+            return None if a is None else np.asarray(a)[rows]
+
         return Problem(self.S[rows], self.u[..., rows], self.grid, self.frequencies[rows],
                        self.channels[rows], self.freq_index[rows], pick(self.snr),
-                       pick(self.noise_std), dict(self.params))
+                       pick(self.noise_std), dict(self.params), pick(self.row_weights))
