@@ -245,7 +245,10 @@ def build_problem(sm, meas, *, min_freq=20e3, max_freq=380e3, snr_threshold=1.5,
     ch, fi = select_rows(smf.frequencies, snr, min_freq=min_freq, max_freq=max_freq,
                          snr_threshold=snr_threshold, channels=channels if channels is not None else range(C),
                          available=available)
-    S = smf.read_system_matrix(channels=ch, freq_index=fi, subtract_background=True, period=period)
+    # rows are channel-outer: read each channel's own frequency list (the reader's requests are
+    # channel × frequency products, and only the selected rows leave the disk)
+    S = np.concatenate([smf.read_system_matrix(channels=[c], freq_index=fi[ch == c], subtract_background=True,
+                                               period=period) for c in dict.fromkeys(ch.tolist())])
     u, bg_rows, blocks = _measurement_rows(mf, ch, fi, background, frames, average, period)
     weights = _scale_rows(S, normalize_rows)
     params = dict(min_freq=min_freq, max_freq=max_freq, snr_threshold=snr_threshold,
