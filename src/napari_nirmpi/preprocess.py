@@ -204,9 +204,12 @@ def _sm_snr(sm, ch_all):
     if sm.is_background_frame is None or not np.any(sm.is_background_frame):
         return None
     K = sm.frequencies.size
-    fg = sm.read_system_matrix(channels=ch_all, freq_index=np.arange(K), subtract_background=False)
-    bg = sm.read_background(channels=ch_all, freq_index=np.arange(K))
-    return snr_from_frames(fg, bg).reshape(len(ch_all), K)
+    stored = np.asarray(sm.available_freq_index)  # frequency-selected files hold only these
+    fg = sm.read_system_matrix(channels=ch_all, freq_index=stored, subtract_background=False)
+    bg = sm.read_background(channels=ch_all, freq_index=stored)
+    snr = np.full((len(ch_all), K), np.nan)  # NaN never passes a threshold
+    snr[:, stored] = snr_from_frames(fg, bg).reshape(len(ch_all), stored.size)
+    return snr
 
 
 def build_problem(sm, meas, *, min_freq=20e3, max_freq=380e3, snr_threshold=1.5, channels=None,
