@@ -1,0 +1,79 @@
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_nirmpi import mdf
+from napari_nirmpi.cli import main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sim")
+    assert main(["simulate", str(d), "--phantom", "spiral", "--grid", "15", "--seed", "1"]) == 0
+    return d
+
+
+def _digest(p):
+    return hashlib.sha256(open(p, "rb").read()).hexdigest()
+
+
+def test_simulate_writes_files(data):
+    assert {"sm.mdf", "meas.mdf", "phantom.npy"} <= set(os.listdir(data))
+    assert mdf.open(data / "sm.mdf").grid.shape == (15, 15)
+    assert np.load(data / "phantom.npy").shape == (15, 15)
+
+
+def test_info(data, capsys):
+    assert main(["info", str(data / "sm.mdf")]) == 0
+    out = capsys.readouterr().out
+    assert "calibration" in out.lower() and "15" in out
+
+
+@pytest.mark.parametrize("ext", [".npy", ".mdf", ".tif"])
+def test_reconstruct_kaczmarz_upsampled(data, tmp_path, ext):
+    out = tmp_path / f"rec{ext}"
+    before = _digest(data / "meas.mdf")
+    rc = main(["reconstruct", "--sm", str(data / "sm.mdf"), "--meas", str(data / "meas.mdf"),
+               "--method", "kaczmarz", "--grid", "40x40", "--iterations", "20", "--output", str(out)])
+    assert rc == 0 and out.exists()
+    assert _digest(data / "meas.mdf") == before  # inputs never modified
+    if ext == ".npy":
+        img = np.load(out)
+        assert img.shape == (40, 40) and img.dtype == np.float32 and img.max() > 0
+    elif ext == ".mdf":
+        img, grid = mdf.open(out).read_reconstruction()
+        assert img.shape[-2:] == (40, 40)
+        assert grid.fov == pytest.approx(mdf.open(data / "sm.mdf").grid.fov)
+    # never overwrite without --force
+    assert main(["reconstruct", "--sm", str(data / "sm.mdf"), "--meas", str(data / "meas.mdf"),
+                 "--iterations", "1", "--output", str(out)]) == 2
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "napari_nirmpi.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args", [
+    ["info", "/no/such/file.mdf"],
+    ["reconstruct", "--sm", "/no/sm.mdf", "--meas", "/no/meas.mdf", "--output", "x.npy"],
+    ["reconstruct", "--sm", "SM", "--meas", "SM", "--output", "x.npy", "--channels", "a,b"],
+    ["reconstruct", "--method", "magic"],
+    ["simulate", "OUT", "--phantom", "unicorn"],
+])
+def test_bad_input_one_line_exit_2(args, data):
+    args = [str(data / "sm.mdf") if a == "SM" else a for a in args]
+    r = _run(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_not_hdf5_is_clear_error(tmp_path):
+    bad = tmp_path / "junk.mdf"
+    bad.write_bytes(b"not an hdf5 file")
+    r = _run("info", str(bad))
+    assert r.returncode == 2 and "junk.mdf" in r.stderr
