@@ -77,3 +77,20 @@ def test_not_hdf5_is_clear_error(tmp_path):
     bad.write_bytes(b"not an hdf5 file")
     r = _run("info", str(bad))
     assert r.returncode == 2 and "junk.mdf" in r.stderr
+
+
+def test_batch_cli_writes_zarr_and_resumes(tmp_path):
+    import zarr
+
+    d = tmp_path / "bolus"
+    assert main(["simulate", str(d), "--phantom", "bolus", "--grid", "9", "--frames", "6"]) == 0
+    out = tmp_path / "series.zarr"
+    args = ["batch", "--sm", str(d / "sm.mdf"), "--meas", str(d / "meas.mdf"), "--method", "kaczmarz",
+            "--iterations", "5", "--workers", "1", "--threads-per-worker", "1", "--output", str(out)]
+    assert main(args) == 0
+    arr = zarr.open_group(str(out), mode="r")["reconstruction"]
+    assert arr.shape == (6, 9, 9) and arr.dtype == np.float32
+    assert np.isfinite(arr[:]).all()
+    assert main(args) == 0  # resumes: nothing left to do, same data
+    assert np.array_equal(zarr.open_group(str(out), mode="r")["reconstruction"][:], arr[:])
+    assert main(args[:-2] + ["--lambda", "0.1", "--output", str(out)]) == 2  # other parameters

@@ -190,11 +190,25 @@ def cmd_batch(a):
     from .batch import reconstruct_series
 
     frames = None if a.frames in (None, "all") else a.frames
+    method_kwargs = {}
+    if a.iterations is not None:
+        method_kwargs["iterations"] = a.iterations
+    if a.lam is not None:
+        if a.method != "kaczmarz":
+            raise NirmpiError("--lambda applies to --method kaczmarz only")
+        method_kwargs["lam"] = a.lam
+    if a.grid is not None:
+        if a.method != "nir":
+            raise NirmpiError("--grid applies to --method nir only (Kaczmarz reconstructs on the native grid)")
+        method_kwargs["grid"] = a.grid
+    if a.seed is not None and a.method == "nir":
+        method_kwargs["seed"] = a.seed
     out = reconstruct_series(a.sm, a.meas, method=a.method, frames=frames, average=a.average,
                              output=a.output, scheduler=a.scheduler, workers=a.workers,
-                             device=a.device, preprocess=_preprocess_kw(a), progress=True,
-                             overwrite=a.force)
-    print(f"wrote {out}")
+                             threads_per_worker=a.threads_per_worker, device=a.device,
+                             preprocess=_preprocess_kw(a), method_kwargs=method_kwargs,
+                             chunk_frames=a.chunk_frames, progress=True, overwrite=a.force)
+    print(out)
 
 
 def cmd_demo(a):
@@ -264,7 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
     g.add_argument("--workers", type=int, default=None, help="start a local cluster of N workers")
-    s.add_argument("--output", required=True, help="OUT.zarr")
+    s.add_argument("--threads-per-worker", type=int, default=None, help="compute threads per worker")
+    s.add_argument("--chunk-frames", type=int, default=None, help="output frames per task and Zarr chunk")
+    s.add_argument("--iterations", type=int, default=None, help="Kaczmarz sweeps or NIR iterations")
+    s.add_argument("--lambda", dest="lam", type=float, default=None, help="Kaczmarz λ (relative)")
+    s.add_argument("--grid", default=None, help="NIR sampling grid AxB (default: native)")
+    s.add_argument("--seed", type=int, default=None, help="NIR seed")
+    s.add_argument("--output", required=True, help="OUT.zarr (re-running resumes)")
     s.set_defaults(func=cmd_batch)
 
     s = sub.add_parser("demo", help="simulate the spiral, run both methods, write a comparison figure")
