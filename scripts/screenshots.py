@@ -1,0 +1,141 @@
+"""Drive a real napari viewer through the workflow and save a screenshot of each step.
+
+Run by hand (not in CI), under a display or Xvfb:
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py [--out docs/images]
+        [--iterations 1500] [--quick]
+
+Writes docs/images/{01_sample_data,02_preprocess,03_baseline,04_train_live,05_train_done,
+06_sample,07_compare}.png (whole window: canvas + the step's dock widget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+PLUGIN = "napari-nirmpi"
+
+
+def wait_until(app, cond, timeout=600.0, what="condition"):
+    t0 = time.perf_counter()
+    while not cond():
+        app.processEvents()
+        time.sleep(0.01)
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"timed out waiting for {what}")
+    for _ in range(20):  # let repaints and queued signals land
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "images"))
+    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--quick", action="store_true", help="short training (checks the script works)")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="napari-nirmpi", show=True)
+    app = QApplication.instance()
+    viewer.window.resize(1600, 1000)
+    dock = {"w": None}
+
+    def show(name):
+        if dock["w"] is not None:
+            viewer.window.remove_dock_widget(dock["w"])
+        dw, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        dock["w"] = dw
+        app.processEvents()
+        return widget
+
+    def shot(name):
+        for _ in range(30):
+            app.processEvents()
+            time.sleep(0.01)
+        path = os.path.abspath(os.path.join(args.out, name + ".png"))
+        viewer.screenshot(path=path, canvas_only=False, flash=False)
+        print("wrote", path)
+
+    def hide_all_but(*names):
+        for ly in viewer.layers:
+            ly.visible = ly.name in names
+        viewer.layers.selection.active = viewer.layers[names[0]]  # its controls on the left
+
+    # 1. sample data: the SM stack (component 0 = best SNR) next to the ground truth
+    viewer.open_sample(PLUGIN, "spiral")
+    sm = next(ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "system_matrix")
+    gt = next(ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "ground_truth")
+    hide_all_but(sm.name, gt.name)
+    viewer.canvas.grid.enabled = True
+    viewer.reset_view()
+    viewer.dims.set_current_step(0, 3)
+    shot("01_sample_data")
+    viewer.canvas.grid.enabled = False
+
+    # 2. Preprocess
+    pre = show("1 Preprocess")
+    hide_all_but(sm.name)
+    pre.snr_threshold.value = 1.5
+    worker = pre.build()
+    wait_until(app, worker.done, what="build problem")
+    viewer.reset_view()
+    shot("02_preprocess")
+
+    # 3. Baseline
+    base = show("2 Baseline (Kaczmarz)")
+    worker = base.run()
+    wait_until(app, worker.done, what="Kaczmarz")
+    native = viewer.layers["Kaczmarz 29x29"]
+    up = next(ly for ly in viewer.layers if ly.name.startswith("Kaczmarz bicubic"))
+    hide_all_but(native.name, up.name)
+    viewer.canvas.grid.enabled = True
+    viewer.reset_view()
+    shot("03_baseline")
+    viewer.canvas.grid.enabled = False
+
+    # 4. Train: live layer mid-run, then the finished run
+    train = show("3 Train NIR")
+    train.iterations.value = 300 if args.quick else args.iterations
+    train.preview_every.value = 50
+    worker = train.start()
+    wait_until(app, lambda: train.num_previews >= 3, what="training previews")
+    hide_all_but("NIR (training)")
+    viewer.reset_view()
+    shot("04_train_live")
+    wait_until(app, worker.done, timeout=1800, what="training")
+    shot("05_train_done")
+
+    # 5. Sample at 104²
+    samp = show("4 Sample")
+    samp.grid.value = "104"
+    worker = samp.run()
+    wait_until(app, worker.done, what="sampling")
+    hide_all_but("NIR sample 104x104")
+    viewer.reset_view()
+    shot("06_sample")
+
+    # 6. Compare: Kaczmarz bicubic vs NIR vs ground truth, side by side, with a profile
+    cmp_ = show("5 Compare")
+    nir = viewer.layers["NIR sample 104x104"]
+    cmp_.layers.value = [native, up, nir]
+    cmp_.ground_truth.value = gt
+    cmp_.compute_metrics()
+    cmp_.add_line()
+    cmp_.plot_profile()
+    cmp_.set_side_by_side(True)
+    shot("07_compare")
+    for name, r in cmp_.results.items():
+        print(f"  {name:32s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.3f}")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

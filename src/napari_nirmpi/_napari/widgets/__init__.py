@@ -1,0 +1,1 @@
+"""Dock widgets, one per workflow step: Preprocess -> Baseline -> Train -> Sample -> Compare."""

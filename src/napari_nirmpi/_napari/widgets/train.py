@@ -1,0 +1,282 @@
+"""Train: a neural implicit representation on the session's Problem, live in the viewer.
+
+Training runs in a napari generator thread worker over `nir.train`; the GUI thread only
+receives throttled `TrainUpdate`s: it updates the "NIR (training)" layer in place at each
+preview, advances a progress bar in the activity dock and redraws the loss curve at most every
+`PLOT_INTERVAL` seconds. Stop = `worker.quit()`; the best field so far is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton,
+                              SpinBox)
+
+from ...errors import NirmpiError
+from ..layers import image_layer_kwargs, json_safe
+from ..session import get_session
+from ..workers import notify_error, start_worker, train_updates
+
+LIVE_NAME = "NIR (training)"
+PLOT_INTERVAL = 1.0  # s between loss-curve redraws (a matplotlib draw costs tens of ms)
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    devs = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devs.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devs.append("mps")
+    return devs
+
+
+class TrainWidget(Container):
+    """Network (width, depth, ω0), optimiser (lr, iterations), max scale, seed, device,
+    preview every K, early stopping; Start/Stop; live layer, loss curve, progress bar."""
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
+        super().__init__(labels=True)
+        from ...nir.train import TrainConfig
+
+        d = TrainConfig()
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.worker = None
+        self.state = None          # last TrainState received
+        self.num_previews = 0      # live-layer updates in the current run
+        self._started = False      # a run was started (status text then reports on it)
+        self.net_width = SpinBox(label="Width", value=d.width, min=4, max=4096, step=16)
+        self.net_depth = SpinBox(label="Depth (hidden)", value=d.depth, min=0, max=32)
+        self.omega0 = FloatSpinBox(label="ω0", value=d.omega0, min=0.1, max=1000.0, step=1.0)
+        self.lr = FloatSpinBox(label="Learning rate", value=d.lr, min=1e-7, max=1.0, step=1e-4)
+        self.lr.native.setDecimals(6)
+        self.iterations = SpinBox(label="Iterations", value=d.iterations, min=1, max=10_000_000, step=100)
+        self.max_scale = SpinBox(label="Max scale s", value=d.max_scale, min=1, max=16)
+        self.seed = SpinBox(label="Seed", value=d.seed, min=0, max=2**31 - 1)
+        devs = available_devices()
+        self.device = ComboBox(label="Device", choices=devs, value=d.device if d.device in devs else "auto")
+        self.preview_every = SpinBox(label="Preview every", value=d.preview_every, min=1, max=1_000_000,
+                                     step=10)
+        self.early_stopping = CheckBox(text="early stopping (validation rows)", value=d.early_stopping)
+        self.start_button = PushButton(text="Start")
+        self.stop_button = PushButton(text="Stop")
+        self.info = Label(value="build a problem first (Preprocess)")
+        self.extend([self.net_width, self.net_depth, self.omega0, self.lr, self.iterations, self.max_scale,
+                     self.seed, self.device, self.preview_every, self.early_stopping,
+                     Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
+                               labels=False),
+                     self.info])
+        from .._plot import PlotCanvas
+
+        self.plot = PlotCanvas(height=2.4)
+        self.native.layout().addWidget(self.plot)
+        self._hist = ([], [], [], [])  # iterations, losses, val iterations, val losses
+        self._last_plot = 0.0
+        self._pbar = None
+        self._in_progress = False
+        self.start_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        self.session.problem_changed.connect(self._update_enabled)
+        self._update_enabled()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and not self.worker.done()
+
+    def _update_enabled(self, *_):
+        has = self.session.problem is not None
+        self.start_button.enabled = has and not self.running
+        self.stop_button.enabled = self.running
+        if has and not self.running and not self._started:
+            self.info.value = f"ready: {self.session.problem.num_rows} rows"
+
+    def config(self):
+        from ...nir.train import TrainConfig
+
+        return TrainConfig(width=int(self.net_width.value), depth=int(self.net_depth.value),
+                           omega0=float(self.omega0.value), lr=float(self.lr.value),
+                           iterations=int(self.iterations.value), max_scale=int(self.max_scale.value),
+                           seed=int(self.seed.value), device=str(self.device.value),
+                           preview_every=int(self.preview_every.value),
+                           early_stopping=bool(self.early_stopping.value))
+
+    # -- start / stop ----------------------------------------------------------------------
+    def start(self, *_, config=None):
+        """Start training (optionally with a full TrainConfig); returns the worker."""
+        problem = self.session.problem
+        if problem is None:
+            notify_error(NirmpiError("Train: build a problem first (Preprocess widget)"))
+            return None
+        if self.running:
+            return self.worker
+        try:
+            cfg = config if config is not None else self.config()
+            cfg.validate()
+        except NirmpiError as exc:
+            notify_error(exc)
+            return None
+        from napari.utils import progress
+
+        self.cfg = cfg
+        self._started = True
+        self.state = None
+        self.num_previews = 0
+        self._hist = ([], [], [], [])
+        self._lines = None
+        self._problem_info = dict(self.session.problem_info)
+        self._t0 = time.perf_counter()
+        self._pbar = progress(total=cfg.iterations, desc="NIR training")
+        self.worker = start_worker(train_updates, problem, cfg,
+                                   connect={"yielded": self._on_update, "errored": self._failed,
+                                            "finished": self._finished, "aborted": self._aborted})
+        self.info.value = f"training on {cfg.device}…"
+        self._update_enabled()
+        return self.worker
+
+    def stop(self, *_):
+        """Ask the worker to stop at its next update; the best field so far is kept."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.info.value = "stopping…"
+
+    # -- updates (GUI thread) ----------------------------------------------------------------
+    def _on_update(self, upd):
+        """Bookkeeping on every update; the layer on previews; cosmetic widgets (label,
+        progress bar, curve) at most every PLOT_INTERVAL: each repaint costs the GUI thread."""
+        it, ls, vi, vl = self._hist
+        it.extend(upd.iterations)
+        ls.extend(upd.losses)
+        vi.extend(upd.val_iterations)
+        vl.extend(upd.val_losses)
+        self.state = upd.state
+        if upd.preview is not None:
+            self._show_preview(np.asarray(upd.preview, np.float32))
+        now = time.perf_counter()
+        if upd.done or now - self._last_plot >= PLOT_INTERVAL:
+            self._last_plot = now
+            if ls:
+                st = self.state
+                self.info.value = (f"iteration {upd.iteration}/{self.cfg.iterations}, loss {ls[-1]:.3g}"
+                                   + (f", val {vl[-1]:.3g}" if vl else "")
+                                   + (f", best @ {st.best_iteration}" if st is not None else ""))
+            self._draw_curve()  # the draw itself happens later, in a paint event
+            # napari's progress bar repaints (and processes Qt events) while it updates: do it
+            # in its own event-loop turn so no single turn stacks preview + curve + progress
+            QTimer.singleShot(0, partial(self._advance_progress, upd.iteration))
+
+    def _advance_progress(self, iteration):
+        pbar = self._pbar
+        if pbar is None:
+            return
+        self._in_progress = True
+        try:
+            pbar.update(max(0, iteration - pbar.n))
+        finally:
+            self._in_progress = False
+        if self._pbar is None:  # the run ended during the update: close it now
+            pbar.close()
+
+    def _close_progress(self):
+        pbar, self._pbar = self._pbar, None
+        if pbar is not None and not self._in_progress:
+            pbar.close()
+
+    def _layer_kwargs(self, grid, extra=None):
+        params = dict(config=json_safe(self.cfg.to_dict()), problem=self._problem_info)
+        params.update(extra or {})
+        src = [s for s in (self._problem_info.get("sm_path"), self._problem_info.get("meas_path")) if s]
+        return image_layer_kwargs(LIVE_NAME, "reconstruction", grid, source=src or None,
+                                  parameters=params, method="nir")
+
+    def _show_preview(self, img):
+        grid = self.session.problem.grid
+        if img.shape != grid.shape:
+            grid = grid.with_shape(img.shape)
+        if LIVE_NAME in self.viewer.layers:
+            layer = self.viewer.layers[LIVE_NAME]
+            layer.data = img
+            layer.reset_contrast_limits()
+        else:
+            self.viewer.add_image(img, colormap="inferno", **self._layer_kwargs(grid))
+        self.num_previews += 1
+
+    def _draw_curve(self):
+        """Update the loss lines in place (cheaper than re-plotting) and schedule a redraw."""
+        it, ls, vi, vl = self._hist
+        lines = getattr(self, "_lines", None)
+        if lines is None or lines[0].axes is not self.plot.axes or not self.plot.axes.lines:
+            ax = self.plot.clear()
+            tr, = ax.semilogy([], [], color="#4fc3f7", lw=1.0, label="training")
+            va, = ax.semilogy([], [], "o-", color="#ffb74d", ms=2.5, lw=1.0, label="validation")
+            best = ax.axvline(0, color="#81c784", lw=0.8, ls="--", label="best")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("relative misfit")
+            self.plot.legend()
+            self._lines = lines = (tr, va, best)
+        tr, va, best = lines
+        tr.set_data(it, np.maximum(ls, 1e-12) if ls else [])
+        va.set_data(vi, np.maximum(vl, 1e-12) if vl else [])
+        st = self.state
+        b = st.best_iteration if st is not None and st.best_iteration else 0
+        best.set_xdata([b, b])
+        best.set_visible(bool(b))
+        ax = self.plot.axes
+        ax.relim()
+        ax.autoscale_view()
+        self.plot.redraw()
+
+    def _keep_best(self, reason: str):
+        st = self.state
+        if st is None:
+            return None
+        fld = st.field
+        name = self.session.add_field(
+            f"NIR w{self.cfg.width}d{self.cfg.depth} best@{st.best_iteration}", fld)
+        if LIVE_NAME in self.viewer.layers:
+            layer = self.viewer.layers[LIVE_NAME]
+            # final image = the best field on the native grid (also after Stop)
+            try:
+                from ...sample import sample
+
+                img, grid = sample(fld, fld.grid.shape)
+                layer.data = img
+                layer.reset_contrast_limits()
+            except Exception as exc:  # keep the last preview if sampling fails
+                notify_error(exc)
+                grid = self.session.problem.grid
+            layer.metadata = self._layer_kwargs(grid, {"field": name, "stop_reason": reason,
+                                                       "best_iteration": int(st.best_iteration),
+                                                       "iterations_run": int(st.iteration)})["metadata"]
+        return name
+
+    def _finished(self):
+        self._close_progress()
+        if self.state is not None:
+            reason = self.state.stop_reason or "stopped by user"
+            name = self._keep_best(reason)
+            self._draw_curve()
+            el = time.perf_counter() - self._t0
+            self.info.value = f"{reason} at iteration {self.state.iteration} ({el:.1f} s); " \
+                              f"kept '{name}' (best @ {self.state.best_iteration})"
+        self._update_enabled()
+
+    def _aborted(self):
+        pass  # `finished` follows and keeps the best field
+
+    def _failed(self, exc):
+        self._close_progress()
+        fld = getattr(exc, "field", None)
+        if fld is not None:
+            self.session.add_field(f"NIR w{self.cfg.width}d{self.cfg.depth} (before error)", fld)
+        self.state = None
+        self.info.value = "training failed (see notification)"
+        notify_error(exc)
+        self._update_enabled()

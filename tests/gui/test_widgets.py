@@ -1,0 +1,183 @@
+"""Dock widgets one by one: layout from the manifest, disabled states, parameter parsing,
+errors as notifications."""
+
+import numpy as np
+import pytest
+
+from napari_nirmpi.errors import NirmpiError
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-nirmpi"
+WIDGETS = ["1 Preprocess", "2 Baseline (Kaczmarz)", "3 Train NIR", "4 Sample", "5 Compare"]
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def test_all_widgets_dock_and_start_disabled(viewer, notifications):
+    ws = {n: viewer.window.add_plugin_dock_widget(PLUGIN, n)[1] for n in WIDGETS}
+    pre, base, train, samp, cmp_ = ws.values()
+    # one session per viewer, shared by every widget
+    assert pre.session is base.session is train.session is samp.session
+    assert not pre.build_button.enabled
+    assert not base.run_button.enabled
+    assert not train.start_button.enabled and not train.stop_button.enabled
+    assert not samp.sample_button.enabled
+    # invoking anyway explains what is missing
+    assert pre.build() is None and base.run() is None and train.start() is None
+    assert samp.run() is None
+    assert len(notifications) == 4
+    assert "Preprocess" in notifications[1] or "problem" in notifications[1]
+    assert cmp_.compute_metrics() is None and "ground-truth" in notifications[-1]
+
+
+def test_train_defaults_and_devices(viewer):
+    import torch
+
+    from napari_nirmpi.nir.train import TrainConfig
+
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Train NIR")
+    d = TrainConfig()
+    cfg = train.config()
+    for name in ("width", "depth", "omega0", "lr", "iterations", "max_scale", "seed",
+                 "preview_every", "early_stopping"):
+        assert getattr(cfg, name) == pytest.approx(getattr(d, name)), name
+    choices = list(train.device.choices)
+    assert choices[:2] == ["auto", "cpu"]
+    assert ("cuda" in choices) == torch.cuda.is_available()
+
+
+def test_preprocess_preview_follows_parameters(viewer, spiral_files):
+    viewer.open(spiral_files["sm"], plugin=PLUGIN)
+    viewer.open(spiral_files["meas"], plugin=PLUGIN)
+    _, pre = viewer.window.add_plugin_dock_widget(PLUGIN, "1 Preprocess")
+    assert pre.build_button.enabled
+    assert pre.sm_path() == spiral_files["sm"] and pre.meas_path() == spiral_files["meas"]
+    pre.snr_threshold.value = 0.0
+    wide = pre.preview_rows
+    pre.snr_threshold.value = 10.0
+    strict = pre.preview_rows
+    pre.channels.value = "0"
+    one = pre.preview_rows
+    pre.max_khz.value = 100.0
+    narrow = pre.preview_rows
+    assert wide > strict > one > narrow > 0
+    assert len(pre.plot.axes.lines) >= 2 and pre.plot.axes.get_yscale() == "log"
+
+
+def test_parsers():
+    from napari_nirmpi._napari.widgets.preprocess import parse_channels, parse_frames
+    from napari_nirmpi._napari.widgets.sample import parse_region_mm
+
+    assert parse_channels("all") is None and parse_channels("0, 2") == [0, 2]
+    assert parse_frames("all") is None and parse_frames("1:5") == slice(1, 5)
+    assert parse_frames("0 3") == [0, 3]
+    assert parse_region_mm("-5 -4 5 4", 2) == ((-5.0, -4.0), (5.0, 4.0))
+    for bad in (lambda: parse_channels("x"), lambda: parse_frames("a:b"),
+                lambda: parse_region_mm("1 2 3", 2)):
+        with pytest.raises(NirmpiError):
+            bad()
+
+
+def test_grid_shapes_and_regions(viewer):
+    from napari_nirmpi._napari.layers import rectangle_mm
+
+    _, base = viewer.window.add_plugin_dock_widget(PLUGIN, "2 Baseline (Kaczmarz)")
+    base.grid.value = "x4"
+    assert base.target_shape((29, 29)) == (116, 116)
+    base.grid.value = "50x60"
+    assert base.target_shape((29, 29)) == (50, 60)
+    base.grid.value = "50x60x70"
+    with pytest.raises(NirmpiError):
+        base.target_shape((29, 29))
+    shapes = viewer.add_shapes([np.array([[-3.0, -2.0], [4.0, 5.0]])], shape_type="rectangle")
+    lo, hi = rectangle_mm(shapes)
+    assert lo == pytest.approx((-3.0, -2.0)) and hi == pytest.approx((4.0, 5.0))
+    _, samp = viewer.window.add_plugin_dock_widget(PLUGIN, "4 Sample")
+    samp.region.value = "Shapes rectangle"
+    assert samp.shapes.value is shapes
+    lo_m, hi_m = samp.region_m(2)
+    assert lo_m == pytest.approx((-3e-3, -2e-3)) and hi_m == pytest.approx((4e-3, 5e-3))
+
+
+def test_bad_checkpoint_is_a_notification(viewer, tmp_path, notifications):
+    bad = tmp_path / "field.pt"
+    bad.write_bytes(b"not a checkpoint")
+    _, samp = viewer.window.add_plugin_dock_widget(PLUGIN, "4 Sample")
+    samp.load_file.value = str(bad)
+    assert samp.load() is None
+    assert len(notifications) == 1 and "field.pt" in notifications[0]
+    assert not samp.session.fields
+
+
+def test_compare_metrics_resample_to_ground_truth(viewer, notifications):
+    from napari_nirmpi import Grid
+    from napari_nirmpi._napari.layers import image_layer_kwargs
+
+    g = Grid((29, 29), (0.028, 0.028))
+    fine = g.with_shape((87, 87))
+    yy, xx = np.meshgrid(*[np.linspace(-1, 1, 87)] * 2, indexing="ij")
+    truth = np.exp(-(xx ** 2 + yy ** 2) * 4).astype(np.float32)
+    coarse = truth.reshape(29, 3, 29, 3).mean(axis=(1, 3))
+    gt = viewer.add_image(truth, **image_layer_kwargs("GT", "ground_truth", fine))
+    a = viewer.add_image(coarse, **image_layer_kwargs("coarse", "reconstruction", g))
+    noisy = truth + np.random.default_rng(0).normal(0, 0.2, truth.shape).astype(np.float32)
+    b = viewer.add_image(noisy, **image_layer_kwargs("noisy", "reconstruction", fine))
+    _, cmp_ = viewer.window.add_plugin_dock_widget(PLUGIN, "5 Compare")
+    assert cmp_.ground_truth.value is gt
+    cmp_.layers.value = [a, b]
+    res = cmp_.compute_metrics()
+    assert res["coarse"]["psnr"] > res["noisy"]["psnr"]  # a smooth image up-samples well
+    assert res["coarse"]["grid"] == "29x29"
+    assert cmp_.table.shape[0] == 2
+    cmp_.add_line()
+    prof = cmp_.plot_profile()
+    d, v = prof["GT"]
+    assert d[-1] == pytest.approx(28.0, rel=0.05) and v.max() == pytest.approx(1.0, abs=0.05)
+    assert not notifications
+
+
+def test_training_error_becomes_notification(viewer, wait_worker, spiral_files, notifications):
+    import torch
+
+    from napari_nirmpi.nir.train import TrainConfig
+    from napari_nirmpi.preprocess import build_problem
+
+    missing = "cuda" if not torch.cuda.is_available() else "mps"
+    mps = getattr(torch.backends, "mps", None)
+    if missing == "mps" and mps is not None and mps.is_available():
+        pytest.skip("both CUDA and MPS exist here: no unavailable device to request")
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Train NIR")
+    problem = build_problem(spiral_files["sm"], spiral_files["meas"])
+    train.session.set_problem(problem, problem.params)
+    assert train.start_button.enabled
+    worker = train.start(config=TrainConfig(width=16, depth=1, iterations=10, device=missing))
+    wait_worker(worker)
+    assert len(notifications) == 1 and missing in notifications[0].lower()
+    assert "failed" in train.info.value
+    assert train.start_button.enabled and not train.stop_button.enabled
+    assert not train.session.fields
+
+
+def test_session_is_per_viewer(make_napari_viewer):
+    import gc
+
+    from napari_nirmpi._napari.session import _SESSIONS, get_session
+
+    v1 = make_napari_viewer()
+    _, w1 = v1.window.add_plugin_dock_widget(PLUGIN, "2 Baseline (Kaczmarz)")
+    v2 = make_napari_viewer()
+    _, w2 = v2.window.add_plugin_dock_widget(PLUGIN, "2 Baseline (Kaczmarz)")
+    assert w1.session is get_session(v1) and w1.session is not w2.session
+    w1.session.problem = object()
+    assert get_session(v2).problem is None
+    key = hash(v1)
+    assert key in _SESSIONS
+    from napari_nirmpi._napari.session import drop_session
+
+    drop_session(v1)
+    gc.collect()
+    assert key not in _SESSIONS and get_session(v1).problem is None
