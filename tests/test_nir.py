@@ -1,0 +1,304 @@
+"""NIR engine: SIREN init, the pooling operator D, training, stopping, determinism, cancellation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nirmpi import Grid, Problem, TrainingError
+from napari_nirmpi.nir import Field, Siren, TrainConfig, ValidationPatience, build_network, train
+from napari_nirmpi.nir.train import estimate_scale, fit, pool
+
+
+def make_problem(n=10, M=300, noise=0.01, seed=0, ndim=2):
+    """A small complex forward model: Gaussian-windowed plane waves (MPI-like smooth rows)."""
+    rng = np.random.default_rng(seed)
+    grid = Grid((n,) * ndim, (0.02,) * ndim)
+    pts = grid.normalized_coords(np.float64).reshape(-1, ndim)
+    cen = rng.uniform(-1, 1, (M, ndim))
+    k = rng.normal(0, 4, (M, ndim))
+    sig = rng.uniform(0.1, 0.4, M)
+    d2 = ((pts[None] - cen[:, None]) ** 2).sum(-1)
+    S = np.exp(-d2 / (2 * sig[:, None] ** 2)) * np.exp(1j * (pts @ k.T).T)
+    r = np.sqrt((pts ** 2).sum(-1))
+    truth = (np.abs(r - 0.5) < 0.2).astype(np.float64) * 3.0  # a ring, intensity 3 (units-free check)
+    u = S @ truth
+    u = u + noise * np.abs(u).mean() * (rng.normal(size=M) + 1j * rng.normal(size=M))
+    nrm = np.linalg.norm(S, axis=1)
+    S, u = (S / nrm[:, None]).astype(np.complex64), (u / nrm).astype(np.complex64)
+    prob = Problem(S, u, grid, np.arange(M, dtype=float), np.zeros(M, int), np.arange(M),
+                   params={"source": "synthetic"})
+    return prob, truth.reshape(grid.shape).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny problems: OpenMP threads only spin against each other on a shared machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+SMALL = dict(width=32, depth=2, log_every=10, preview_every=50, device="cpu")
+
+
+# ------------------------------------------------------------------------------ network
+
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_siren_init_ranges(fold, ndim):
+    w, w0, wh = 64, 30.0, 20.0
+    net = Siren(ndim, width=w, depth=3, omega0=w0, hidden_omega0=wh, fold=fold, seed=3)
+    layers = net.unfolded_layers()
+    W1, b1 = layers[0]
+    assert W1.abs().max() <= 1.0 / ndim + 1e-6 and W1.abs().max() > 0.8 / ndim
+    assert b1.abs().max() <= 1 / math.sqrt(ndim) + 1e-6
+    bound = math.sqrt(6.0 / w) / wh
+    for W, b in layers[1:]:
+        assert W.shape == (w, w)
+        assert W.abs().max() <= bound * (1 + 1e-5) and W.abs().max() > 0.9 * bound
+        assert abs(W.std().item() - bound / math.sqrt(3)) < 0.1 * bound  # uniform, not normal
+        assert b.abs().max() <= 1 / math.sqrt(w) + 1e-6
+    assert net.out.weight.abs().max() <= bound * (1 + 1e-5)
+    # folded storage is ω0 times the reference parametrisation
+    stored = net.layers[1].weight.detach().abs().max()
+    assert math.isclose(stored, layers[1][0].abs().max() * (wh if fold else 1.0), rel_tol=1e-5)
+
+
+def test_fold_is_exact_reparametrisation():
+    torch.manual_seed(0)
+    x = torch.rand(300, 2) * 2 - 1
+    target = torch.sin(3 * x[:, 0]) * x[:, 1]
+    nets = [Siren(2, 32, 2, omega0=30, hidden_omega0=30, fold=f, seed=1) for f in (True, False)]
+    assert torch.allclose(nets[0](x), nets[1](x), atol=1e-5)
+    for net in nets:
+        opt = torch.optim.Adam(net.param_groups(1e-3))
+        for _ in range(30):
+            opt.zero_grad()
+            ((net(x) - target) ** 2).mean().backward()
+            opt.step()
+    a, b = nets[0](x), nets[1](x)
+    assert (a - b).abs().max() / b.abs().max() < 1e-3
+    # and training did something
+    assert ((a - target) ** 2).mean() < ((nets[0](x) * 0 - target) ** 2).mean()
+
+
+def test_positive_output_and_fourier_network():
+    net = build_network({"network": "siren", "in_dim": 2, "width": 16, "depth": 1, "positive": "softplus"})
+    x = torch.rand(500, 2) * 2 - 1
+    assert (net(x) >= 0).all()
+    four = build_network({"network": "fourier", "in_dim": 3, "width": 16, "depth": 1, "num_features": 8})
+    assert four(torch.rand(7, 3)).shape == (7,)
+
+
+def test_field_evaluate_shapes():
+    grid = Grid((5, 6), (0.01, 0.012))
+    f = Field(Siren(2, 16, 1, seed=0), grid, scale=2.0)
+    c = grid.normalized_coords().reshape(-1, 2)
+    v = f.evaluate(c, batch_size=7)
+    assert v.shape == (30,) and v.dtype == np.float32
+    with torch.no_grad():
+        ref = f.network(torch.from_numpy(c)).numpy() * 2.0
+    np.testing.assert_allclose(v, ref, rtol=1e-6)
+    with pytest.raises(Exception):
+        f.evaluate(np.zeros((4, 3)))
+    # the in-place inference path computes the same function as the autograd path
+    x = torch.from_numpy(c)
+    np.testing.assert_allclose(f.network(x).detach().numpy() * 2.0, v, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ operator D
+
+@pytest.mark.parametrize("shape", [(4, 6), (3, 4, 5)])
+@pytest.mark.parametrize("s", [1, 2, 3, 5])
+def test_pooling_is_voxel_mean(shape, s):
+    grid = Grid(shape, (0.01,) * len(shape))
+    rng = np.random.default_rng(0)
+    fine = rng.normal(size=[n * s for n in shape]).astype(np.float32)
+    pooled = pool(torch.from_numpy(fine.ravel()), shape, s).numpy()
+    # explicit block means
+    blocks = fine.reshape(*[v for n in shape for v in (n, s)])
+    mean = blocks.mean(axis=tuple(range(1, 2 * len(shape), 2)))
+    np.testing.assert_allclose(pooled, mean.ravel(), rtol=1e-5, atol=1e-6)
+    # the fine grid tiles each native voxel exactly: pooled fine centres = native centres
+    fc = grid.refined(s).normalized_coords().reshape(-1, len(shape))
+    for d in range(len(shape)):
+        got = pool(torch.from_numpy(np.ascontiguousarray(fc[:, d])), shape, s).numpy()
+        np.testing.assert_allclose(got, grid.normalized_coords()[..., d].ravel(), atol=1e-6)
+
+
+def test_estimate_scale_is_units_free():
+    prob, _ = make_problem()
+    Sr = torch.from_numpy(np.concatenate([prob.S.real, prob.S.imag]))
+    ur = torch.from_numpy(np.concatenate([prob.u.real, prob.u.imag]))
+    a, b = estimate_scale(Sr, ur), estimate_scale(Sr, 1000 * ur)
+    assert a > 0 and math.isclose(b, 1000 * a, rel_tol=1e-4)
+
+
+# ------------------------------------------------------------------------------ training
+
+def test_training_reduces_misfit_and_recovers_object():
+    prob, truth = make_problem()
+    cfg = TrainConfig(iterations=300, lr=3e-3, omega0=10, early_stopping=False, val_fraction=0.1, **SMALL)
+    states = list(train(prob, cfg))
+    first, last = states[0], states[-1]
+    assert last.stop_reason == "max iterations" and last.iteration == 300
+    assert last.loss < 0.1 * first.loss
+    img = last.preview
+    assert img.shape == truth.shape and img.dtype == np.float32
+    assert np.corrcoef(img.ravel(), truth.ravel())[0, 1] > 0.9
+    # units: the image lives in the data's units (truth intensity 3), not the normalised ones
+    assert 1.5 < img.max() < 6.0
+    # the final state's field renders what the preview shows
+    f = last.field
+    v = f.evaluate(prob.grid.normalized_coords().reshape(-1, 2)).reshape(truth.shape)
+    np.testing.assert_allclose(v, img, rtol=1e-5, atol=1e-5)
+    assert f.params == {"source": "synthetic"} and f.config["width"] == 32
+
+
+def test_previews_every_k_and_state_fields():
+    prob, _ = make_problem(n=8, M=80)
+    cfg = TrainConfig(iterations=60, **{**SMALL, "preview_every": 20}, val_fraction=0.0, early_stopping=False)
+    states = list(train(prob, cfg))
+    its = [s.iteration for s in states]
+    assert its == [10, 20, 30, 40, 50, 60]
+    with_prev = [s.iteration for s in states if s.preview is not None]
+    assert with_prev == [20, 40, 60]
+    assert all(s.stop_reason is None for s in states[:-1]) and states[-1].stop_reason == "max iterations"
+    assert all(s.val_loss is None for s in states)
+    assert [s.elapsed for s in states] == sorted(s.elapsed for s in states)
+    # without held-out rows the field is the latest iterate
+    assert all(s.best_iteration == s.iteration for s in states)
+
+
+def test_early_stopping_fires_and_reports_iteration():
+    prob, _ = make_problem(n=8, M=80)
+    # a learning rate too small to improve the held-out misfit by 1 %: stops after the patience
+    rule = ValidationPatience(patience=100, min_delta=0.01)
+    cfg = TrainConfig(iterations=2000, lr=1e-9, val_every=25, stopping=rule, **SMALL)
+    states = list(train(prob, cfg))
+    last = states[-1]
+    assert last.stop_reason.startswith("early stopping: validation misfit did not improve for 100")
+    assert last.best_iteration == 25 and last.iteration == 125
+    assert last.val_loss is not None and last.best_val_loss is not None
+
+
+def test_early_stopping_default_rule_on_noise():
+    # pure-noise data: held-out rows cannot be predicted, so the validation misfit stops improving
+    prob, _ = make_problem(n=8, M=120, seed=1)
+    rng = np.random.default_rng(5)
+    noise = (rng.normal(size=120) + 1j * rng.normal(size=120)).astype(np.complex64)
+    prob = prob.with_u(noise)
+    cfg = TrainConfig(iterations=1000, lr=3e-3, patience=60, val_every=10, val_fraction=0.2, max_scale=2,
+                      **SMALL)
+    last = list(train(prob, cfg))[-1]
+    assert last.stop_reason.startswith("early stopping")
+    assert last.iteration < 1000 and last.iteration - last.best_iteration >= 60
+
+
+def test_custom_stopping_rule_is_pluggable():
+    class StopAt:
+        def reset(self):
+            pass
+
+        def update(self, iteration, val_loss, train_loss):
+            return iteration == 20, ("custom stop" if iteration >= 40 else None)
+
+    prob, _ = make_problem(n=8, M=80)
+    last = list(train(prob, TrainConfig(iterations=500, val_every=10, stopping=StopAt(), **SMALL)))[-1]
+    assert last.stop_reason == "custom stop" and last.iteration == 40 and last.best_iteration == 20
+
+
+def _weights(field):
+    return {k: v.clone() for k, v in field.network.state_dict().items()}
+
+
+@pytest.mark.parametrize("sampling", ["grid", "jitter"])
+def test_determinism_bit_identical(sampling):
+    prob, _ = make_problem(n=8, M=80)
+    cfg = TrainConfig(iterations=50, preview_every=25, sampling=sampling, ema=0.9,
+                      **{k: v for k, v in SMALL.items() if k != "preview_every"})
+    runs = [list(train(prob, cfg)) for _ in range(2)]
+    for a, b in zip(*runs):
+        assert a.loss == b.loss and a.val_loss == b.val_loss
+        if a.preview is not None:
+            assert np.array_equal(a.preview, b.preview)
+    wa, wb = _weights(runs[0][-1].field), _weights(runs[1][-1].field)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    other = list(train(prob, TrainConfig(iterations=50, seed=1, sampling=sampling, **SMALL)))[-1]
+    assert not all(torch.equal(wa[k], v) for k, v in _weights(other.field).items())
+
+
+def test_cancellation_keeps_best_field():
+    prob, _ = make_problem(n=8, M=80)
+    kw = dict(lr=3e-3, lr_schedule="constant", val_every=10, val_fraction=0.2, **SMALL)
+    gen = train(prob, TrainConfig(iterations=5000, **kw))
+    last = None
+    for st in gen:
+        last = st
+        if st.iteration >= 120:
+            gen.close()
+            break
+    assert last.iteration == 120 and last.stop_reason is None
+    with pytest.raises(StopIteration):
+        next(gen)
+    best = last.best_iteration
+    assert 0 < best <= 120
+    # the field handed out is the iterate at best_iteration: a run of exactly that length agrees
+    ref = list(train(prob, TrainConfig(iterations=best, early_stopping=False, **kw)))[-1]
+    wa, wb = _weights(last.field), _weights(ref.field)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_non_finite_loss_raises_and_keeps_field():
+    prob, _ = make_problem(n=8, M=80)
+    u = prob.u.copy()
+    u[3] = np.nan
+    gen = train(prob.with_u(u), TrainConfig(iterations=100, **SMALL))
+    states = []
+    with pytest.raises(TrainingError, match="measurement u contain"):
+        for st in gen:
+            states.append(st)
+    assert states[-1].stop_reason == "non-finite loss"
+    f = states[-1].field
+    assert isinstance(f, Field)
+    assert np.all(np.isfinite(f.evaluate(prob.grid.normalized_coords().reshape(-1, 2))))
+
+
+def test_non_finite_error_carries_field():
+    prob, _ = make_problem(n=8, M=80)
+    u = prob.u.copy()
+    u[0] = np.inf
+    with pytest.raises(TrainingError) as ei:
+        fit(prob.with_u(u), TrainConfig(iterations=30, **SMALL))
+    assert isinstance(ei.value.field, Field) and ei.value.state.stop_reason == "non-finite loss"
+
+
+def test_train_3d_and_point_cap():
+    prob, truth = make_problem(n=5, M=100, ndim=3)
+    cfg = TrainConfig(iterations=40, max_scale=5, max_points=5 ** 3 * 8, **SMALL)  # caps s at 2
+    last = list(train(prob, cfg))[-1]
+    assert last.preview.shape == (5, 5, 5)
+    assert np.isfinite(last.loss)
+    f = last.field
+    assert f.evaluate(np.zeros((3, 3), np.float32)).shape == (3,)
+
+
+def test_frame_series_is_refused():
+    prob, _ = make_problem(n=8, M=80)
+    series = prob.with_u(np.stack([prob.u, prob.u]))
+    with pytest.raises(Exception, match="one measurement frame"):
+        next(train(series, TrainConfig(**SMALL)))
+
+
+def test_config_presets_and_validation():
+    p = TrainConfig.paper()
+    assert (p.lr, p.iterations, p.omega0, p.width, p.depth, p.max_scale) == (1e-4, 70_000, 30.0, 256, 3, 5)
+    assert not p.early_stopping and p.lr_schedule == "constant"
+    d = TrainConfig().to_dict()
+    assert TrainConfig.from_dict(d) == TrainConfig()
+    for bad in (dict(sampling="random"), dict(lr=-1.0), dict(val_fraction=1.0), dict(device="tpu")):
+        with pytest.raises(Exception):
+            TrainConfig(**bad).validate()
