@@ -300,29 +300,15 @@ def nir_configs(method_kwargs: dict, device: str = "auto"):
     return cold, dataclasses.replace(cold, iterations=warm_iterations, lr=warm_lr)
 
 
-_WARM_LOCK = threading.Lock()
 
 
 def train_frame(problem, config, init_field=None):
     """Final TrainState of nir.train on one frame; with `init_field`, training starts from that
-    field's weights and keeps its output scale (so its first iterate IS the previous frame's image).
+    field's weights and keeps its output scale (so its first iterate IS the previous frame's image)."""
+    from .nir.train import train
 
-    Uses train(..., init_field=) when the engine has it; otherwise the same effect by handing
-    train the initial network and scale through its module-level factories for this one call.
-    """
-    import inspect
-
-    import importlib
-
-    nir_train = importlib.import_module(".nir.train", __package__)  # the module (nir.train is also a function)
-
-    if init_field is None:
-        gen = nir_train.train(problem, config)
-    elif "init_field" in inspect.signature(nir_train.train).parameters:
-        gen = nir_train.train(problem, config, init_field=init_field)
-    else:
-        return _train_warm_patched(nir_train, problem, config, init_field)
     state = None
+    gen = train(problem, config, init_field=init_field)
     try:
         for state in gen:
             pass
@@ -330,41 +316,6 @@ def train_frame(problem, config, init_field=None):
         gen.close()
     if state is None:
         raise NirmpiError("training yielded no state")
-    return state
-
-
-def _train_warm_patched(nir_train, problem, config, init_field):
-    orig_build, orig_scale = nir_train.build_network, nir_train.estimate_scale
-    weights = {k: v.detach().clone() for k, v in init_field.network.state_dict().items()}
-    want = init_field.network_config()
-    first = [True]
-
-    def build_network(cfg, seed=0):
-        net = orig_build(cfg, seed=seed)
-        if first[0]:  # the training network; later calls (best-field copies) load their own weights
-            try:
-                net.load_state_dict(weights)
-            except RuntimeError as e:
-                raise NirmpiError(f"warm start: network {cfg} does not fit the previous field's "
-                                  f"{want}: {e}") from None
-            first[0] = False
-        return net
-
-    with _WARM_LOCK:
-        nir_train.build_network = build_network
-        nir_train.estimate_scale = lambda *a, **k: float(init_field.scale)
-        try:
-            state = None
-            gen = nir_train.train(problem, config)
-            try:
-                for state in gen:
-                    pass
-            finally:
-                gen.close()
-            if state is None:
-                raise NirmpiError("training yielded no state")
-        finally:
-            nir_train.build_network, nir_train.estimate_scale = orig_build, orig_scale
     return state
 
 

@@ -312,9 +312,14 @@ def _clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------
 # training
 
-def train(problem: Problem, config: TrainConfig | None = None) -> Iterator[TrainState]:
+def train(problem: Problem, config: TrainConfig | None = None, *,
+          init_field: Field | None = None) -> Iterator[TrainState]:
     """Fit a field to `problem` (one frame). Yields a TrainState every `log_every` iterations,
-    on every preview and at the end (stop_reason set)."""
+    on every preview and at the end (stop_reason set).
+
+    init_field: start from this field's weights and output scale (a warm start, e.g. from the
+    previous frame of a series); its network must match the config's.
+    """
     cfg = copy.copy(config) if config is not None else TrainConfig()
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -338,7 +343,10 @@ def train(problem: Problem, config: TrainConfig | None = None) -> Iterator[Train
 
     S_t, u_t = _real_rows(S, u, train_rows, device)
     S_v, u_v = _real_rows(S, u, val_rows, device) if n_val else (None, None)
-    scale = estimate_scale(S_t, u_t) if cfg.normalize else 1.0
+    if init_field is not None:
+        scale = float(init_field.scale)  # keep the previous field's units so its image carries over
+    else:
+        scale = estimate_scale(S_t, u_t) if cfg.normalize else 1.0
     u_t = u_t / scale
     u_t_norm = torch.clamp((u_t * u_t).sum(), min=1e-30)
     if n_val:
@@ -347,6 +355,11 @@ def train(problem: Problem, config: TrainConfig | None = None) -> Iterator[Train
 
     net_cfg = cfg.network_config(ndim)
     net = build_network(net_cfg, seed=cfg.seed).to(device)
+    if init_field is not None:
+        try:
+            net.load_state_dict(init_field.network.state_dict())
+        except RuntimeError as e:
+            raise NirmpiError(f"warm start: the initial field's network does not match {net_cfg}: {e}") from None
     opt = torch.optim.Adam(net.param_groups(cfg.lr))
     base_lrs = [g["lr"] for g in opt.param_groups]
     ema_net = None
