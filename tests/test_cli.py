@@ -94,3 +94,23 @@ def test_batch_cli_writes_zarr_and_resumes(tmp_path):
     assert main(args) == 0  # resumes: nothing left to do, same data
     assert np.array_equal(zarr.open_group(str(out), mode="r")["reconstruction"][:], arr[:])
     assert main(args[:-2] + ["--lambda", "0.1", "--output", str(out)]) == 2  # other parameters
+
+
+def test_reconstruct_nir_checkpoint_and_sample(data, tmp_path):
+    field = tmp_path / "field.pt"
+    out = tmp_path / "nir.npy"
+    rc = main(["reconstruct", "--sm", str(data / "sm.mdf"), "--meas", str(data / "meas.mdf"), "--method", "nir",
+               "--iterations", "40", "--seed", "3", "--device", "cpu", "--grid", "30x30",
+               "--checkpoint", str(field), "--output", str(out)])
+    assert rc == 0 and field.exists()
+    img = np.load(out)
+    assert img.shape == (30, 30) and np.isfinite(img).all() and img.min() >= 0  # non-negative output
+    # the checkpoint renders the same field again, and a sub-region in mm
+    again = tmp_path / "again.npy"
+    assert main(["sample", str(field), "--grid", "30x30", "--output", str(again)]) == 0
+    np.testing.assert_allclose(np.load(again), img, rtol=1e-5, atol=1e-6)
+    region = tmp_path / "region.npy"
+    assert main(["sample", str(field), "--grid", "16x8", "--region=-4,4,-2,6", "--output", str(region)]) == 0
+    assert np.load(region).shape == (16, 8)
+    assert main(["sample", str(field), "--grid", "8", "--region", "1,2,3", "--output", str(tmp_path / "r.npy")]) == 2
+    assert main(["sample", str(data / "sm.mdf"), "--grid", "8", "--output", str(tmp_path / "f.npy")]) == 2

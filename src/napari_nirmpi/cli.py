@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="render a trained field on any grid")
     s.add_argument("field", help="FIELD.pt checkpoint")
     s.add_argument("--grid", required=True, help="AxB or AxBxC")
-    s.add_argument("--region", default=None, help="x0,x1,y0,y1[,z0,z1] in mm")
+    s.add_argument("--region", default=None,
+                   help="x0,x1,y0,y1[,z0,z1] in mm (write --region=-5,5,-5,5 when it starts with a minus)")
     s.add_argument("--output", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_sample)
