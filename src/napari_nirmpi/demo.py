@@ -72,8 +72,9 @@ def run_demo(outdir="demo-out", *, quick=False, device="auto", seed=0):
             ax.set_xlabel("x / mm", fontsize=8)
             ax.set_ylabel("y / mm", fontsize=8)
             ax.tick_params(labelsize=7)
-    fig.suptitle(f"Simulated spiral: Kaczmarz-ℓ2 (150 sweeps, λ=0.5) vs NIR "
-                 f"(stopped at iteration {state.best_iteration}: {state.stop_reason})", fontsize=10)
+    fig.suptitle(f"Simulated spiral: Kaczmarz-ℓ2 (150 sweeps, λ=0.5) vs NIR (default preset; field of "
+                 f"iteration {state.best_iteration}, training ended at {state.iteration}: {state.stop_reason})",
+                 fontsize=9)
     fig_path = os.path.join(outdir, "comparison.png")
     fig.savefig(fig_path, dpi=110)
     plt.close(fig)
