@@ -114,3 +114,14 @@ def test_reconstruct_nir_checkpoint_and_sample(data, tmp_path):
     assert np.load(region).shape == (16, 8)
     assert main(["sample", str(field), "--grid", "8", "--region", "1,2,3", "--output", str(tmp_path / "r.npy")]) == 2
     assert main(["sample", str(data / "sm.mdf"), "--grid", "8", "--output", str(tmp_path / "f.npy")]) == 2
+
+
+def test_demo_quick_writes_figure_and_metrics(tmp_path):
+    import json
+
+    assert main(["demo", str(tmp_path), "--quick", "--device", "cpu"]) == 0
+    assert (tmp_path / "comparison.png").stat().st_size > 10_000
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["grid"] for r in m["rows"]] == ["29x29", "54x54", "79x79", "104x104"]
+    assert all(np.isfinite(r["nir_psnr"]) and np.isfinite(r["kaczmarz_psnr"]) for r in m["rows"])
+    assert {"sm.mdf", "meas.mdf", "phantom.npy"} <= set(os.listdir(tmp_path))
