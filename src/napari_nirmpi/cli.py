@@ -86,8 +86,9 @@ def write_image(path, image, grid, params=None, force=False):
 def _progress(total, desc):
     from tqdm import tqdm
 
+    tty = sys.stderr.isatty()  # in a log file, a line every 15 s instead of a live bar
     return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, leave=True,
-                disable=not sys.stderr.isatty() and os.environ.get("NIRMPI_PROGRESS") != "1")
+                mininterval=0.5 if tty else 15.0)
 
 
 def run_nir(problem, config, *, desc="NIR"):
