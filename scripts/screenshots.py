@@ -6,7 +6,10 @@ Run by hand (not in CI), under a display or Xvfb:
         [--iterations 1500] [--quick]
 
 Writes docs/images/{01_sample_data,02_preprocess,03_baseline,04_train_live,05_train_done,
-06_sample,07_compare}.png (whole window: canvas + the step's dock widget).
+06_sample,07_compare}.png (whole window: canvas + the step's dock widget), and for a frame series
+(a simulated bolus, Baseline "all frames" -> Zarr store -> time-series layer)
+docs/images/series_baseline.png (window) and series_frames.png (canvas at three frames).
+`--only series` makes just the series images.
 """
 
 from __future__ import annotations
@@ -36,38 +39,109 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "images"))
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--quick", action="store_true", help="short training (checks the script works)")
+    ap.add_argument("--only", choices=["workflow", "series"], default=None,
+                    help="make only the workflow (0*.png) or only the series (series_*.png) images")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
     import napari
     from qtpy.QtWidgets import QApplication
 
-    viewer = napari.Viewer(title="napari-nirmpi", show=True)
-    app = QApplication.instance()
-    viewer.window.resize(1600, 1000)
-    dock = {"w": None}
+    app = None
 
-    def show(name):
-        if dock["w"] is not None:
-            viewer.window.remove_dock_widget(dock["w"])
-        dw, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-        dock["w"] = dw
-        app.processEvents()
-        return widget
+    def make_viewer():
+        nonlocal app
+        viewer = napari.Viewer(title="napari-nirmpi", show=True)
+        app = QApplication.instance()
+        viewer.window.resize(1600, 1000)
+        dock = {"w": None}
 
-    def shot(name):
+        def show(name):
+            if dock["w"] is not None:
+                viewer.window.remove_dock_widget(dock["w"])
+            dw, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+            dock["w"] = dw
+            app.processEvents()
+            return widget
+
+        def shot(name):
+            for _ in range(30):
+                app.processEvents()
+                time.sleep(0.01)
+            path = os.path.abspath(os.path.join(args.out, name + ".png"))
+            viewer.screenshot(path=path, canvas_only=False, flash=False)
+            print("wrote", path)
+
+        def hide_all_but(*names):
+            for ly in viewer.layers:
+                ly.visible = ly.name in names
+            viewer.layers.selection.active = viewer.layers[names[0]]  # its controls on the left
+
+        return viewer, show, shot, hide_all_but
+
+    if args.only != "series":
+        viewer, show, shot, hide_all_but = make_viewer()
+        workflow(viewer, app, args, show, shot, hide_all_but)
+        viewer.close()
+    if args.only != "workflow":
+        # a fresh viewer: after the SM stack, napari's slider keeps stale labels
+        viewer, show, shot, _ = make_viewer()
+        series(viewer, app, args, show, shot)
+        viewer.close()
+    return 0
+
+
+def series(viewer, app, args, show, shot):
+    """A frame series: bolus measurement -> Baseline 'all frames' -> Zarr -> scrubbed layer."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from napari_nirmpi._napari.layers import set_grid_view
+    from napari_nirmpi.simulate import simulate
+
+    set_grid_view(viewer, False)
+    tmp = tempfile.mkdtemp(prefix="nirmpi-series-")
+    paths = simulate(tmp, phantom="bolus", grid=29, frames=12, seed=0)
+    # files, not layers: the SM component stack would share the first slider with the time axis
+    pre = show("1 Preprocess")
+    pre.sm_file.value = str(paths["sm"])
+    pre.meas_file.value = str(paths["meas"])
+    worker = pre.build()
+    wait_until(app, worker.done, what="build problem")
+    base = show("2 Baseline (Kaczmarz)")
+    base.iterations.value = 30
+    base.series.all_frames.value = True
+    worker = base.run()
+    wait_until(app, worker.done, timeout=600, what="series")
+    layer = base.series.layer
+    for ly in viewer.layers:
+        ly.visible = ly is layer
+    viewer.layers.selection.active = layer
+    viewer.reset_view()
+    n = layer.data.shape[0]
+    viewer.dims.set_current_step(0, n // 2)
+    shot("series_baseline")
+    tiles = []
+    for i in (1, n // 2, n - 2):
+        viewer.dims.set_current_step(0, i)
         for _ in range(30):
             app.processEvents()
             time.sleep(0.01)
-        path = os.path.abspath(os.path.join(args.out, name + ".png"))
-        viewer.screenshot(path=path, canvas_only=False, flash=False)
-        print("wrote", path)
+        tiles.append(viewer.screenshot(canvas_only=True, flash=False))
+    h = min(t.shape[0] for t in tiles)
+    gap = np.full((h, 8, 4), 255, np.uint8)
+    row = [tiles[0][:h]]
+    for t in tiles[1:]:
+        row += [gap, t[:h]]
+    montage = np.concatenate(row, axis=1)
+    path = os.path.abspath(os.path.join(args.out, "series_frames.png"))
+    Image.fromarray(montage).save(path)
+    print("wrote", path)
 
-    def hide_all_but(*names):
-        for ly in viewer.layers:
-            ly.visible = ly.name in names
-        viewer.layers.selection.active = viewer.layers[names[0]]  # its controls on the left
 
+def workflow(viewer, app, args, show, shot, hide_all_but):
     # 1. sample data: the SM stack (component 0 = best SNR) next to the ground truth
     viewer.open_sample(PLUGIN, "spiral")
     sm = next(ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "system_matrix")
@@ -133,8 +207,7 @@ def main(argv=None) -> int:
     shot("07_compare")
     for name, r in cmp_.results.items():
         print(f"  {name:32s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.3f}")
-    viewer.close()
-    return 0
+    cmp_.set_side_by_side(False)
 
 
 if __name__ == "__main__":

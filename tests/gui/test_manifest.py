@@ -27,7 +27,8 @@ def test_command_ids_and_contributions(manifest):
     ids = [cmd.id for cmd in c.commands]
     assert ids and all(i.startswith(NAME + ".") for i in ids)
     reader = c.readers[0]
-    assert {"*.mdf", "*.h5", "*.hdf5"} <= set(reader.filename_patterns)
+    assert {"*.mdf", "*.h5", "*.hdf5", "*.zarr"} <= set(reader.filename_patterns)
+    assert reader.accepts_directories  # frame-series Zarr stores are directories
     assert [s.display_name for s in c.sample_data] == ["Spiral phantom (simulated 2D MPI)"]
     widgets = [w.display_name for w in c.widgets]
     for step in ("Preprocess", "Baseline", "Train", "Sample", "Compare"):

@@ -16,7 +16,7 @@ from ..errors import NirmpiError
 from ..grid import Grid
 
 KEY = "nirmpi"
-KINDS = ("system_matrix", "measurement", "reconstruction", "ground_truth")
+KINDS = ("system_matrix", "measurement", "reconstruction", "ground_truth", "reconstruction_series")
 
 
 def json_safe(obj: Any) -> Any:

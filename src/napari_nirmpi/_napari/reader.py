@@ -11,6 +11,8 @@ Layers made here:
   of ``log10 |u_k|`` (the usual log-magnitude spectrum view); the frequency axis is in MHz,
   each channel a band; it is not in mm, so view it alone (the sample data adds it hidden).
 * reconstruction -> an image on its grid (a leading frame axis when it holds several).
+* a frame-series Zarr store (directory ``OUT.zarr`` from `nirmpi batch`) -> a lazy image with a
+  time axis (see `series.py`).
 
 `get_reader` only peeks at the HDF5 groups and never raises; a file that looks like MDF but is
 broken gives a napari error notification with the MDFError message (no traceback dialog).
@@ -44,13 +46,19 @@ def _looks_like_mdf(path: str) -> bool:
 
 
 def get_reader(path):
-    """Return `read_mdf` for MDF files, else None (lets other readers try)."""
+    """`read_mdf` for MDF files, `read_series` for frame-series Zarr stores written by
+    `nirmpi batch`, else None (lets other readers try)."""
     try:
         if isinstance(path, (list, tuple)):
             if not path:
                 return None
-            return read_mdf if all(get_reader(p) is not None for p in path) else None
+            readers = {get_reader(p) for p in path}
+            return readers.pop() if len(readers) == 1 and None not in readers else None
         p = os.fspath(path)
+        if os.path.isdir(p):
+            from .series import looks_like_series, read_series
+
+            return read_series if looks_like_series(p) else None
         if not p.lower().endswith(MDF_SUFFIXES) or os.path.isdir(p):
             return None
         if p.lower().endswith(".mdf"):

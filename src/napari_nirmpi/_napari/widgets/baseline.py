@@ -1,4 +1,5 @@
-"""Baseline: Kaczmarz-ℓ2 on the session's Problem, plus an up-sampled copy on a finer grid."""
+"""Baseline: Kaczmarz-ℓ2 on the session's Problem, plus an up-sampled copy on a finer grid;
+or, with "all frames", every frame of the measurement into a Zarr time series."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ...grid import parse_shape
 from ..layers import image_layer_kwargs, set_or_add_image
 from ..session import get_session
 from ..workers import notify_error, start_worker
+from . import fit_dock
 
 
 class BaselineWidget(Container):
@@ -17,6 +19,7 @@ class BaselineWidget(Container):
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__(labels=True)
+        fit_dock(self)
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.worker = None
@@ -27,18 +30,27 @@ class BaselineWidget(Container):
         self.method = ComboBox(label="Up-sampling", choices=["bicubic", "bilinear", "none"], value="bicubic")
         self.grid = LineEdit(label="Up-sampled grid", value="104", tooltip="N, AxB, or xF for a factor")
         self.run_button = PushButton(text="Reconstruct")
+        self.stop_button = PushButton(text="Stop series")
         self.info = Label(value="build a problem first (Preprocess)")
+        from ._series import SeriesOption
+
+        self.series = SeriesOption(self, "kaczmarz")
         self.extend([self.lam, self.iterations, self.enforce_real, self.enforce_positive, self.method,
-                     self.grid, self.run_button, self.info])
+                     self.grid, *self.series.widgets,
+                     Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
+                               labels=False),
+                     self.info])
         self.run_button.changed.connect(self.run)
+        self.stop_button.changed.connect(self.series.stop)
         self.session.problem_changed.connect(self._update_enabled)
         self._update_enabled()
 
     def _update_enabled(self, *_):
-        busy = self.worker is not None and not self.worker.done()
+        busy = (self.worker is not None and not self.worker.done()) or self.series.running
         has = self.session.problem is not None
         self.run_button.enabled = has and not busy
-        if has and not busy:
+        self.stop_button.enabled = self.series.running
+        if has and not busy and self.series.worker is None:
             self.info.value = f"problem: {self.session.problem.num_rows} rows, grid " \
                               f"{'x'.join(map(str, self.session.problem.grid.shape))}"
 
@@ -52,19 +64,26 @@ class BaselineWidget(Container):
             return tuple(max(1, int(round(n * f))) for n in native_shape)
         return parse_shape(text, len(native_shape))
 
+    def kaczmarz_kwargs(self) -> dict:
+        return dict(lam=float(self.lam.value), iterations=int(self.iterations.value),
+                    enforce_real=bool(self.enforce_real.value),
+                    enforce_positive=bool(self.enforce_positive.value))
+
     def run(self, *_):
         problem = self.session.problem
         if problem is None:
             notify_error(NirmpiError("Baseline: build a problem first (Preprocess widget)"))
             return None
+        if self.series.all_frames.value:
+            worker = self.series.start(self.kaczmarz_kwargs())
+            self._update_enabled()
+            return worker
         try:
             shape = None if self.method.value == "none" else self.target_shape(problem.grid.shape)
         except NirmpiError as exc:
             notify_error(exc)
             return None
-        kw = dict(lam=float(self.lam.value), iterations=int(self.iterations.value),
-                  enforce_real=bool(self.enforce_real.value),
-                  enforce_positive=bool(self.enforce_positive.value))
+        kw = self.kaczmarz_kwargs()
         method = self.method.value
 
         def work():

@@ -14,6 +14,7 @@ from ...errors import NirmpiError
 from ..layers import (grid_from_layer, grid_view_enabled, image_2d_or_3d, image_layers, layer_kind,
                       line_mm, set_grid_view, shapes_layers)
 from ..workers import notify_error
+from . import fit_dock
 
 PROFILE_LAYER = "profile line"
 
@@ -21,6 +22,7 @@ PROFILE_LAYER = "profile line"
 class CompareWidget(Container):
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__(labels=True)
+        fit_dock(self, max_width=440)  # the metrics table needs a little more room
         self.viewer = napari_viewer
         self.layers = Select(label="Layers", choices=self._image_choices, allow_multiple=True)
         self.layers.native.setMaximumHeight(110)
@@ -29,7 +31,7 @@ class CompareWidget(Container):
                                tooltip="how images are brought onto the ground truth's grid")
         self.side_by_side = CheckBox(text="side by side (grid view)", value=False)
         self.metrics_button = PushButton(text="PSNR / SSIM")
-        self.table = Table(value={"data": [], "columns": ["grid", "PSNR (dB)", "SSIM"]})
+        self.table = Table(value={"data": [], "columns": ["layer", "PSNR (dB)", "SSIM"]})
         self.table.native.setMinimumHeight(90)
         self.table.native.setMaximumHeight(150)
         self.shapes = ComboBox(label="Line (Shapes)", choices=self._shapes_choices, nullable=True)
@@ -89,6 +91,9 @@ class CompareWidget(Container):
             for ly in self.viewer.layers:
                 ly.visible = ly in show
         set_grid_view(self.viewer, enabled)
+        if self.side_by_side.value != enabled:  # called from code: keep the checkbox in step
+            with self.side_by_side.changed.blocked():
+                self.side_by_side.value = enabled
         self.viewer.reset_view()
         return grid_view_enabled(self.viewer)
 
@@ -127,12 +132,25 @@ class CompareWidget(Container):
             notify_error(exc)
             return None
         self.results = results
-        self.table.value = {"data": [[r["grid"], round(r["psnr"], 2), round(r["ssim"], 3)]
-                                     for r in results.values()],
-                            "index": list(results), "columns": ["grid", "PSNR (dB)", "SSIM"]}
+        # layer names as a stretching first column (not row headers): all columns fit the dock
+        self.table.value = {"data": [[name, round(r["psnr"], 2), round(r["ssim"], 3)]
+                                     for name, r in results.items()],
+                            "index": [str(i + 1) for i in range(len(results))],  # hidden
+                            "columns": ["layer", "PSNR (dB)", "SSIM"]}
+        self._fit_table()
         self.info.value = f"vs {gt_layer.name} on its {'x'.join(map(str, gt.shape))} grid " \
                           f"({self.method.value} resampling, intensity fitted)"
         return results
+
+    def _fit_table(self):
+        from qtpy.QtWidgets import QHeaderView
+
+        t = self.table.native
+        t.verticalHeader().setVisible(False)
+        h = t.horizontalHeader()
+        h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in (1, 2):
+            h.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
 
     # -- profile ---------------------------------------------------------------------------
     def add_line(self, *_):

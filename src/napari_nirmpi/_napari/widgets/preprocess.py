@@ -12,6 +12,7 @@ from ...errors import NirmpiError
 from ..layers import json_safe, layers_of_kind, nirmpi_meta
 from ..session import get_session
 from ..workers import notify_error, start_worker
+from . import fit_dock
 
 FILE_FILTER = "*.mdf *.h5 *.hdf5"
 
@@ -52,6 +53,7 @@ class PreprocessWidget(Container):
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__(labels=True)
+        fit_dock(self)
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.worker = None

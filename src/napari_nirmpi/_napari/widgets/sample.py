@@ -11,6 +11,7 @@ from ...grid import parse_shape
 from ..layers import image_layer_kwargs, rectangle_mm, set_or_add_image, shapes_layers
 from ..session import get_session
 from ..workers import notify_error, start_worker
+from . import fit_dock
 
 REGION_FULL, REGION_SHAPES, REGION_MM = "full field of view", "Shapes rectangle", "mm values"
 
@@ -34,6 +35,7 @@ class SampleWidget(Container):
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__(labels=True)
+        fit_dock(self)
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.worker = None

@@ -1,9 +1,12 @@
 """Train: a neural implicit representation on the session's Problem, live in the viewer.
 
 Training runs in a napari generator thread worker over `nir.train`; the GUI thread only
-receives throttled `TrainUpdate`s: it updates the "NIR (training)" layer in place at each
-preview, advances a progress bar in the activity dock and redraws the loss curve at most every
-`PLOT_INTERVAL` seconds. Stop = `worker.quit()`; the best field so far is kept.
+receives throttled `TrainUpdate`s and does cheap things with them (event-loop stalls are what a
+user feels): it swaps in the loss-curve image the worker rendered (`_plot.CurveRenderer`),
+updates the "NIR (training)" layer in place at most every `PREVIEW_INTERVAL` seconds with
+contrast limits computed in the worker, and advances the activity-dock progress bar and the
+status text every `PLOT_INTERVAL` seconds, each in its own event-loop turn.
+Stop = `worker.quit()`; the best field so far is kept.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from ...errors import NirmpiError
 from ..layers import image_layer_kwargs, json_safe
 from ..session import get_session
 from ..workers import notify_error, start_worker, train_updates
+from . import fit_dock
 
 LIVE_NAME = "NIR (training)"
-PLOT_INTERVAL = 1.0  # s between loss-curve redraws (a matplotlib draw costs tens of ms)
+PLOT_INTERVAL = 1.0     # s between progress-bar / status updates (the curve is rendered off-thread)
+PREVIEW_INTERVAL = 0.3  # s between live-layer updates (a napari layer refresh costs tens of ms)
 
 
 def available_devices() -> list[str]:
@@ -37,12 +42,21 @@ def available_devices() -> list[str]:
     return devs
 
 
+def series_method_kwargs(cfg) -> dict:
+    """TrainConfig fields for batch's NIR method (device goes separately; no previews in batch)."""
+    d = cfg.to_dict()
+    for k in ("device", "preview_every", "stopping", "log_every"):
+        d.pop(k, None)
+    return json_safe(d)
+
+
 class TrainWidget(Container):
     """Network (width, depth, ω0), optimiser (lr, iterations), max scale, seed, device,
     preview every K, early stopping; Start/Stop; live layer, loss curve, progress bar."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__(labels=True)
+        fit_dock(self)
         from ...nir.train import TrainConfig
 
         d = TrainConfig()
@@ -51,6 +65,7 @@ class TrainWidget(Container):
         self.worker = None
         self.state = None          # last TrainState received
         self.num_previews = 0      # live-layer updates in the current run
+        self.previews_received = 0  # previews the worker sent (more than shown: throttled)
         self._started = False      # a run was started (status text then reports on it)
         self.net_width = SpinBox(label="Width", value=d.width, min=4, max=4096, step=16)
         self.net_depth = SpinBox(label="Depth (hidden)", value=d.depth, min=0, max=32)
@@ -68,17 +83,24 @@ class TrainWidget(Container):
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop")
         self.info = Label(value="build a problem first (Preprocess)")
+        from ._series import SeriesOption
+
+        self.series = SeriesOption(self, "nir")
         self.extend([self.net_width, self.net_depth, self.omega0, self.lr, self.iterations, self.max_scale,
-                     self.seed, self.device, self.preview_every, self.early_stopping,
+                     self.seed, self.device, self.preview_every, self.early_stopping, *self.series.widgets,
                      Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
                                labels=False),
                      self.info])
-        from .._plot import PlotCanvas
+        from .._plot import RgbaView
 
-        self.plot = PlotCanvas(height=2.4)
-        self.native.layout().addWidget(self.plot)
+        self.curve_view = RgbaView(min_height=170)
+        self.native.layout().addWidget(self.curve_view)
+        self._curve_size = {"size": (360, 200)}  # read by the worker (plain ints)
         self._hist = ([], [], [], [])  # iterations, losses, val iterations, val losses
         self._last_plot = 0.0
+        self._last_preview = 0.0
+        self._pending_preview = None
+        self._preview_scheduled = False
         self._pbar = None
         self._in_progress = False
         self.start_button.changed.connect(self.start)
@@ -89,13 +111,13 @@ class TrainWidget(Container):
     # -- state -----------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self.worker is not None and not self.worker.done()
+        return (self.worker is not None and not self.worker.done()) or self.series.running
 
     def _update_enabled(self, *_):
         has = self.session.problem is not None
         self.start_button.enabled = has and not self.running
         self.stop_button.enabled = self.running
-        if has and not self.running and not self._started:
+        if has and not self.running and not self._started and self.series.worker is None:
             self.info.value = f"ready: {self.session.problem.num_rows} rows"
 
     def config(self):
@@ -116,25 +138,36 @@ class TrainWidget(Container):
             notify_error(NirmpiError("Train: build a problem first (Preprocess widget)"))
             return None
         if self.running:
-            return self.worker
+            return self.series.worker if self.series.running else self.worker
         try:
             cfg = config if config is not None else self.config()
             cfg.validate()
         except NirmpiError as exc:
             notify_error(exc)
             return None
+        if self.series.all_frames.value:
+            worker = self.series.start(series_method_kwargs(cfg), device=cfg.device)
+            self._update_enabled()
+            return worker
         from napari.utils import progress
 
         self.cfg = cfg
         self._started = True
         self.state = None
         self.num_previews = 0
+        self.previews_received = 0
         self._hist = ([], [], [], [])
-        self._lines = None
+        self._pending_preview = None
+        self._final = None
         self._problem_info = dict(self.session.problem_info)
         self._t0 = time.perf_counter()
         self._pbar = progress(total=cfg.iterations, desc="NIR training")
-        self.worker = start_worker(train_updates, problem, cfg,
+        from .._plot import CurveRenderer
+
+        self._curve_size["size"] = self.curve_view.target_size()
+        self._ensure_live_layer(problem.grid)
+        self.worker = start_worker(train_updates, problem, cfg, curve=CurveRenderer(),
+                                   curve_size=self._curve_size,
                                    connect={"yielded": self._on_update, "errored": self._failed,
                                             "finished": self._finished, "aborted": self._aborted})
         self.info.value = f"training on {cfg.device}…"
@@ -143,22 +176,31 @@ class TrainWidget(Container):
 
     def stop(self, *_):
         """Ask the worker to stop at its next update; the best field so far is kept."""
+        if self.series.running:
+            self.series.stop()
+            return
         if self.worker is not None:
             self.worker.quit()
             self.info.value = "stopping…"
 
     # -- updates (GUI thread) ----------------------------------------------------------------
     def _on_update(self, upd):
-        """Bookkeeping on every update; the layer on previews; cosmetic widgets (label,
-        progress bar, curve) at most every PLOT_INTERVAL: each repaint costs the GUI thread."""
+        """Bookkeeping on every update; the curve image when the worker sent one; the layer at
+        most every PREVIEW_INTERVAL; label and progress bar at most every PLOT_INTERVAL."""
         it, ls, vi, vl = self._hist
         it.extend(upd.iterations)
         ls.extend(upd.losses)
         vi.extend(upd.val_iterations)
         vl.extend(upd.val_losses)
         self.state = upd.state
+        if upd.final is not None:
+            self._final = upd.final
+        if upd.curve is not None:
+            self.curve_view.set_rgba(upd.curve)  # ~1 ms: a pixmap swap
+            self._curve_size["size"] = self.curve_view.target_size()
         if upd.preview is not None:
-            self._show_preview(np.asarray(upd.preview, np.float32))
+            self.previews_received += 1
+            self._queue_preview(upd.preview, upd.preview_limits)
         now = time.perf_counter()
         if upd.done or now - self._last_plot >= PLOT_INTERVAL:
             self._last_plot = now
@@ -167,10 +209,27 @@ class TrainWidget(Container):
                 self.info.value = (f"iteration {upd.iteration}/{self.cfg.iterations}, loss {ls[-1]:.3g}"
                                    + (f", val {vl[-1]:.3g}" if vl else "")
                                    + (f", best @ {st.best_iteration}" if st is not None else ""))
-            self._draw_curve()  # the draw itself happens later, in a paint event
-            # napari's progress bar repaints (and processes Qt events) while it updates: do it
-            # in its own event-loop turn so no single turn stacks preview + curve + progress
+            # napari's progress bar calls processEvents while it updates: give it its own
+            # event-loop turn so no single turn stacks preview + progress
             QTimer.singleShot(0, partial(self._advance_progress, upd.iteration))
+
+    def _queue_preview(self, img, limits):
+        """Show the newest preview now, or when PREVIEW_INTERVAL has passed since the last one."""
+        self._pending_preview = (img, limits)
+        wait = self._last_preview + PREVIEW_INTERVAL - time.perf_counter()
+        if wait <= 0:
+            self._flush_preview()
+        elif not self._preview_scheduled:
+            self._preview_scheduled = True
+            QTimer.singleShot(int(wait * 1000) + 1, self._flush_preview)
+
+    def _flush_preview(self):
+        self._preview_scheduled = False
+        pending, self._pending_preview = self._pending_preview, None
+        if pending is None or not self.running:  # the run ended: the final image is shown
+            return
+        self._last_preview = time.perf_counter()
+        self._show_preview(*pending)
 
     def _advance_progress(self, iteration):
         pbar = self._pbar
@@ -196,42 +255,39 @@ class TrainWidget(Container):
         return image_layer_kwargs(LIVE_NAME, "reconstruction", grid, source=src or None,
                                   parameters=params, method="nir")
 
-    def _show_preview(self, img):
+    def _ensure_live_layer(self, grid):
+        """Add the live layer (blank) at Start: adding a layer builds its controls and costs the
+        GUI thread a few hundred ms, better at the click than in the middle of training."""
+        if LIVE_NAME in self.viewer.layers:
+            return
+        blank = np.zeros(grid.shape, np.float32)
+        self.viewer.add_image(blank, colormap="inferno", contrast_limits=(0.0, 1.0),
+                              **self._layer_kwargs(grid))
+
+    def _show_preview(self, img, limits=None):
         grid = self.session.problem.grid
         if img.shape != grid.shape:
             grid = grid.with_shape(img.shape)
         if LIVE_NAME in self.viewer.layers:
             layer = self.viewer.layers[LIVE_NAME]
             layer.data = img
-            layer.reset_contrast_limits()
+            if limits is not None:  # computed in the worker: no pass over the data here
+                layer.contrast_limits = limits
+            else:
+                layer.reset_contrast_limits()
         else:
-            self.viewer.add_image(img, colormap="inferno", **self._layer_kwargs(grid))
+            kw = {} if limits is None else {"contrast_limits": limits}
+            self.viewer.add_image(img, colormap="inferno", **kw, **self._layer_kwargs(grid))
         self.num_previews += 1
 
     def _draw_curve(self):
-        """Update the loss lines in place (cheaper than re-plotting) and schedule a redraw."""
+        """Render the whole curve now (GUI thread; used once at the end when the worker did not)."""
+        from .._plot import CurveRenderer
+
         it, ls, vi, vl = self._hist
-        lines = getattr(self, "_lines", None)
-        if lines is None or lines[0].axes is not self.plot.axes or not self.plot.axes.lines:
-            ax = self.plot.clear()
-            tr, = ax.semilogy([], [], color="#4fc3f7", lw=1.0, label="training")
-            va, = ax.semilogy([], [], "o-", color="#ffb74d", ms=2.5, lw=1.0, label="validation")
-            best = ax.axvline(0, color="#81c784", lw=0.8, ls="--", label="best")
-            ax.set_xlabel("iteration")
-            ax.set_ylabel("relative misfit")
-            self.plot.legend()
-            self._lines = lines = (tr, va, best)
-        tr, va, best = lines
-        tr.set_data(it, np.maximum(ls, 1e-12) if ls else [])
-        va.set_data(vi, np.maximum(vl, 1e-12) if vl else [])
         st = self.state
-        b = st.best_iteration if st is not None and st.best_iteration else 0
-        best.set_xdata([b, b])
-        best.set_visible(bool(b))
-        ax = self.plot.axes
-        ax.relim()
-        ax.autoscale_view()
-        self.plot.redraw()
+        best = st.best_iteration if st is not None else 0
+        self.curve_view.set_rgba(CurveRenderer().render(it, ls, vi, vl, best, self.curve_view.target_size()))
 
     def _keep_best(self, reason: str):
         st = self.state
@@ -242,11 +298,15 @@ class TrainWidget(Container):
             f"NIR w{self.cfg.width}d{self.cfg.depth} best@{st.best_iteration}", fld)
         if LIVE_NAME in self.viewer.layers:
             layer = self.viewer.layers[LIVE_NAME]
-            # final image = the best field on the native grid (also after Stop)
+            # final image = the best field on the native grid (also after Stop); the worker
+            # sampled it when the run ended by itself, after Stop it is done here once
             try:
-                from ...sample import sample
+                final = self._final
+                if final is None:
+                    from ...sample import sample
 
-                img, grid = sample(fld, fld.grid.shape)
+                    final = sample(fld, fld.grid.shape)
+                img, grid = final
                 layer.data = img
                 layer.reset_contrast_limits()
             except Exception as exc:  # keep the last preview if sampling fails
@@ -262,10 +322,14 @@ class TrainWidget(Container):
         if self.state is not None:
             reason = self.state.stop_reason or "stopped by user"
             name = self._keep_best(reason)
-            self._draw_curve()
+            if self.worker is None or self.curve_view.rgba is None or self._final is None:
+                self._draw_curve()  # stopped: the worker's last image may be a second old
             el = time.perf_counter() - self._t0
-            self.info.value = f"{reason} at iteration {self.state.iteration} ({el:.1f} s); " \
+            # the stopping rule's own explanation ("max iterations [rule …]") goes to the tooltip
+            short = reason.split(" [", 1)[0]
+            self.info.value = f"{short} at iteration {self.state.iteration} ({el:.1f} s); " \
                               f"kept '{name}' (best @ {self.state.best_iteration})"
+            self.info.tooltip = reason
         self._update_enabled()
 
     def _aborted(self):
