@@ -22,7 +22,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field as dc_field, fields
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from ..errors import NirmpiError, ProblemMismatch, TrainingError
 from ..problem import Problem
 from .field import Field, build_network
+from .stopping import StoppingRule, TrackBest, ValidationPatience
+_TrackBest = TrackBest  # old private name
 
 __all__ = ["TrainConfig", "TrainState", "train", "fit", "StoppingRule", "ValidationPatience",
            "resolve_device", "pool", "estimate_scale"]
@@ -151,53 +153,7 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------
 # stopping rules (pluggable)
 
-class StoppingRule(Protocol):
-    """Called at every validation check. Returns (is_best, stop_reason or None)."""
-
-    def reset(self) -> None: ...
-
-    def update(self, iteration: int, val_loss: float, train_loss: float) -> tuple[bool, str | None]: ...
-
-
-class ValidationPatience:
-    """Keep the iterate with the lowest held-out misfit; stop after `patience` iterations without
-    a relative improvement of at least `min_delta` (and not before `min_iterations`)."""
-
-    def __init__(self, patience: int = 500, min_delta: float = 0.0, min_iterations: int = 0):
-        self.patience, self.min_delta, self.min_iterations = int(patience), float(min_delta), int(min_iterations)
-        self.reset()
-
-    def reset(self) -> None:
-        self.best = math.inf
-        self.best_iteration = 0
-
-    def update(self, iteration: int, val_loss: float, train_loss: float) -> tuple[bool, str | None]:
-        is_best = val_loss < self.best * (1.0 - self.min_delta)
-        if is_best:
-            self.best, self.best_iteration = val_loss, iteration
-        if iteration >= self.min_iterations and iteration - self.best_iteration >= self.patience:
-            return is_best, (f"early stopping: validation misfit did not improve for {self.patience} "
-                             f"iterations (best at iteration {self.best_iteration})")
-        return is_best, None
-
-    def __repr__(self) -> str:
-        return f"ValidationPatience(patience={self.patience}, min_delta={self.min_delta})"
-
-
-class _TrackBest:
-    """No stopping; only tracks the best validation misfit (early_stopping=False with val rows)."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
-        self.best = math.inf
-
-    def update(self, iteration, val_loss, train_loss):
-        if val_loss < self.best:
-            self.best = val_loss
-            return True, None
-        return False, None
+# StoppingRule, ValidationPatience, TrackBest live in stopping.py (re-exported here).
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +177,14 @@ class TrainState:
     lr: float = 0.0
     _make_field: Callable[[], Field] | None = dc_field(default=None, repr=False, compare=False)
     _field: Field | None = dc_field(default=None, repr=False, compare=False)
+    _make_current: Callable[[], Field] | None = dc_field(default=None, repr=False, compare=False)
+
+    def current_field(self) -> Field:
+        """The CURRENT iterate (not the best) as a Field sharing the live weights: valid only until
+        the generator advances (benchmarks use it to score every checkpoint)."""
+        if self._make_current is None:
+            raise TrainingError("this state carries no current iterate")
+        return self._make_current()
 
     @property
     def field(self) -> Field:
@@ -412,6 +376,10 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
                          dict(problem.params), scale=scale)
         return make
 
+    def live_field() -> Field:
+        return Field(eval_net, grid, {**cfg.to_dict(), "network_config": net_cfg, "scale": scale},
+                     dict(problem.params), scale=scale)
+
     def preview_of(model) -> np.ndarray:
         with torch.no_grad():
             img = model(coords_for(1)).reshape(shape) * scale
@@ -422,7 +390,7 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
     elif cfg.early_stopping and n_val:
         rule = ValidationPatience(cfg.patience, min_iterations=cfg.min_iterations)
     else:
-        rule = _TrackBest()
+        rule = TrackBest()
     rule.reset()
 
     best_sd = _clone_state(eval_net)
@@ -484,7 +452,8 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
             best_sd, best_it = _clone_state(eval_net), it  # no held-out rows: the latest iterate
 
         if stop is None and it == cfg.iterations:
-            stop = "max iterations"
+            final = getattr(rule, "final_reason", None)
+            stop = final(it) if (final is not None and n_val) else "max iterations"
             if not n_val:
                 best_sd, best_it = _clone_state(eval_net), it
         if stop is not None:
@@ -497,7 +466,8 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
         if do_log:
             prev = preview_of(eval_net) if do_preview else None
             yield TrainState(it, loss_val, val_loss, time.perf_counter() - t0, prev, best_it, None,
-                             best_val, lr=cfg.lr * lr_f, _make_field=make_field_fn(best_sd))
+                             best_val, lr=cfg.lr * lr_f, _make_field=make_field_fn(best_sd),
+                             _make_current=live_field)
 
 
 def fit(problem: Problem, config: TrainConfig | None = None,

@@ -1,0 +1,116 @@
+"""Stopping rules: which iterate is returned, when training stops, and what the user is told."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nirmpi import Grid, Problem
+from napari_nirmpi.nir import TrainConfig, train
+from napari_nirmpi.nir.stopping import TrackBest, ValidationPatience
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def feed(rule, curve, every=25):
+    """Feed a held-out misfit curve; returns (best iteration, stop iteration or None, reason)."""
+    rule.reset()
+    best_it = 0
+    for k, v in enumerate(curve, start=1):
+        it = k * every
+        is_best, reason = rule.update(it, float(v), float(v))
+        if is_best:
+            best_it = it
+        if reason is not None:
+            return best_it, it, reason
+    return best_it, None, None
+
+
+def test_patience_keeps_minimum_and_stops_after_patience():
+    # falls to a minimum at check 8 (iteration 200), then rises: stop exactly 500 iterations later
+    curve = np.r_[np.linspace(1.0, 0.2, 8), np.linspace(0.21, 0.5, 40)]
+    best, stop, reason = feed(ValidationPatience(patience=500), curve)
+    assert best == 200 and stop == 700
+    assert reason.startswith("early stopping: validation misfit did not improve for 500")
+    assert "ValidationPatience" in reason and "iteration 200" in reason
+
+
+def test_patience_min_delta_ignores_tiny_improvements():
+    # improvements of 0.1 % per check never count with min_delta 1 %
+    curve = 0.5 * 0.999 ** np.arange(60)
+    best, stop, reason = feed(ValidationPatience(patience=100, min_delta=0.01), curve)
+    assert best == 25 and stop == 125 and reason is not None
+
+
+def test_patience_respects_min_iterations():
+    curve = np.r_[0.1, np.full(60, 0.2)]
+    best, stop, _ = feed(ValidationPatience(patience=100, min_iterations=1000), curve)
+    assert best == 25 and stop == 1000
+
+
+def test_track_best_never_stops():
+    curve = np.r_[np.linspace(1, 0.1, 10), np.linspace(0.1, 1, 50)]
+    best, stop, reason = feed(TrackBest(), curve)
+    assert best == 250 and stop is None and reason is None
+
+
+def test_patience_final_reason_names_rule_and_best():
+    rule = ValidationPatience(patience=500)
+    feed(rule, np.linspace(1, 0.1, 10))
+    msg = rule.final_reason(250)
+    assert msg.startswith("max iterations") and "ValidationPatience" in msg and "iteration 250" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# integration with train(): the preview stream names the rule
+
+def _problem(n=8, M=120, seed=0, noise=0.02):
+    rng = np.random.default_rng(seed)
+    grid = Grid((n, n), (0.02, 0.02))
+    pts = grid.normalized_coords(np.float64).reshape(-1, 2)
+    cen = rng.uniform(-1, 1, (M, 2))
+    k = rng.normal(0, 4, (M, 2))
+    sig = rng.uniform(0.1, 0.4, M)
+    S = np.exp(-((pts[None] - cen[:, None]) ** 2).sum(-1) / (2 * sig[:, None] ** 2)) * np.exp(1j * (pts @ k.T).T)
+    truth = (np.abs(np.sqrt((pts ** 2).sum(-1)) - 0.5) < 0.2).astype(np.float64)
+    u = S @ truth
+    u = u + noise * np.abs(u).mean() * (rng.normal(size=M) + 1j * rng.normal(size=M))
+    nrm = np.linalg.norm(S, axis=1)
+    return Problem((S / nrm[:, None]).astype(np.complex64), (u / nrm).astype(np.complex64), grid,
+                   np.arange(M, dtype=float), np.zeros(M, int), np.arange(M), params={"source": "synthetic"})
+
+
+SMALL = dict(width=32, depth=2, device="cpu", log_every=10, preview_every=50)
+
+
+def test_train_reports_rule_in_stop_reason_on_pure_noise():
+    prob = _problem()
+    rng = np.random.default_rng(5)
+    prob = prob.with_u((rng.normal(size=120) + 1j * rng.normal(size=120)).astype(np.complex64))
+    cfg = TrainConfig(iterations=800, lr=3e-3, patience=60, val_every=10, val_fraction=0.2, max_scale=2, **SMALL)
+    states = list(train(prob, cfg))
+    last = states[-1]
+    assert last.iteration < 800 and last.stop_reason.startswith("early stopping")
+    assert "ValidationPatience" in last.stop_reason
+    assert f"iteration {last.best_iteration}" in last.stop_reason
+    assert all(s.stop_reason is None for s in states[:-1])
+
+
+def test_train_budget_exhausted_names_rule_and_returned_iterate():
+    prob = _problem(seed=2, noise=0.0)
+    cfg = TrainConfig(iterations=60, lr=1e-3, val_every=10, val_fraction=0.2, **SMALL)
+    last = list(train(prob, cfg))[-1]
+    assert last.iteration == 60 and last.stop_reason.startswith("max iterations")
+    assert "ValidationPatience" in last.stop_reason
+    assert f"at iteration {last.best_iteration}" in last.stop_reason
+
+
+def test_train_without_early_stopping_keeps_plain_reason():
+    prob = _problem(seed=2)
+    cfg = TrainConfig(iterations=30, early_stopping=False, val_every=10, val_fraction=0.2, **SMALL)
+    assert list(train(prob, cfg))[-1].stop_reason == "max iterations"
