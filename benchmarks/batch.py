@@ -43,12 +43,13 @@ def _ground_truth(paths, grid_shape):
     return None
 
 
-def throughput(sm, meas, method, method_kwargs, workers, frames, chunk_frames, device, tmp):
+def throughput(sm, meas, method, method_kwargs, workers, frames, chunk_frames, device, tmp,
+               threads_per_worker=None):
     """(frames/s steady state, startup seconds, seconds) on a fresh LocalCluster of `workers`."""
     from napari_nirmpi import batch
 
     t0 = time.perf_counter()
-    client, _ = batch.make_client(workers=workers, device=device)
+    client, _ = batch.make_client(workers=workers, device=device, threads_per_worker=threads_per_worker)
     try:
         client.wait_for_workers(workers, timeout=120)
         # warm-up: every worker gets one chunk (imports, numba compile, Problem build + cache)
@@ -164,6 +165,9 @@ def main(argv=None):
     ap.add_argument("--output", default=str(HERE / "results" / "batch.json"))
     ap.add_argument("--workers", default="1,2", help="worker counts to time, e.g. 1,2")
     ap.add_argument("--device", default="auto", help="device of the warm-start study (auto: CUDA if present)")
+    ap.add_argument("--threads-per-worker", type=int, default=1,
+                    help="compute threads per worker (default 1: scaling at equal per-worker resources; "
+                         "0 = cores // workers)")
     ap.add_argument("--skip-throughput", action="store_true", help="skip the 1/2-worker throughput runs")
     ap.add_argument("--skip-warm", action="store_true", help="skip the warm-start quality study")
     ap.add_argument("--warm-lrs", default="1e-3,3e-4,1e-4",
@@ -193,13 +197,14 @@ def main(argv=None):
         sm, meas = str(paths["sm"]), str(paths["meas"])
         if not a.skip_throughput:
             for w in workers:
-                r = throughput(sm, meas, "kaczmarz", kz_kwargs, w, frames, 8, "cpu", tmp)
+                r = throughput(sm, meas, "kaczmarz", kz_kwargs, w, frames, 8, "cpu", tmp, a.threads_per_worker or None)
                 result["kaczmarz"]["runs"].append(r)
                 print(f"kaczmarz  {w} worker(s) x {r['threads_per_worker']} threads: "
                       f"{r['frames_per_second']:8.2f} frames/s  ({r['frames']} frames in {r['seconds']} s; "
                       f"startup {r['startup_s']} s)", flush=True)
             for w in workers:
-                r = throughput(sm, meas, "nir", nir_kwargs, w, nir_frames, nir_chunk, "cpu", tmp)
+                r = throughput(sm, meas, "nir", nir_kwargs, w, nir_frames, nir_chunk, "cpu", tmp,
+                               a.threads_per_worker or None)
                 result["nir"]["runs"].append(r)
                 print(f"nir       {w} worker(s) x {r['threads_per_worker']} threads: "
                       f"{r['frames_per_second']:8.3f} frames/s  ({r['frames']} frames in {r['seconds']} s; "
