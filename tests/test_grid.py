@@ -62,3 +62,11 @@ def test_parse_shape():
             parse_shape(bad)
     with pytest.raises(NirmpiError, match="axes"):
         parse_shape("4x4", 3)
+
+
+def test_parse_shape_factor_of_native():
+    assert parse_shape("x4", native=(29, 29)) == (116, 116)
+    assert parse_shape("x1.5", native=(10, 20)) == (15, 30)
+    assert parse_shape("54", native=(29, 29)) == (54, 54)
+    with pytest.raises(NirmpiError):
+        parse_shape("xq", native=(29, 29))

@@ -138,7 +138,7 @@ def cmd_reconstruct(a):
 
     problem = build_problem(a.sm, a.meas, **_preprocess_kw(a))
     grid = problem.grid
-    shape = parse_shape(a.grid, grid.ndim) if a.grid else grid.shape
+    shape = parse_shape(a.grid, native=grid.shape) if a.grid else grid.shape
     params = dict(problem.params, method=a.method)
     if a.method == "kaczmarz":
         from .solvers import reconstruct_kaczmarz
@@ -180,7 +180,7 @@ def cmd_sample(a):
     from .sample import sample
 
     field = load(a.field)
-    shape = parse_shape(a.grid, field.grid.ndim)
+    shape = parse_shape(a.grid, native=field.grid.shape)
     region = _region(a.region, field.grid.ndim) if a.region else None
     image, grid = sample(field, shape, region=region)
     write_image(a.output, image, grid, {"method": "nir", "checkpoint": os.path.abspath(a.field)}, force=a.force)
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reconstruct", help="reconstruct a measurement (Kaczmarz or NIR)")
     add_pre(s)
     s.add_argument("--method", choices=["kaczmarz", "nir"], default="kaczmarz")
-    s.add_argument("--grid", default=None, help="output grid AxB or AxBxC (default: native)")
+    s.add_argument("--grid", default=None, help="output grid AxB, AxBxC or xF (F times the native grid; default: native)")
     s.add_argument("--upsample", choices=["bilinear", "bicubic"], default="bicubic")
     s.add_argument("--iterations", type=int, default=None, help="Kaczmarz sweeps (150) or NIR iterations")
     s.add_argument("--lambda", dest="lam", type=float, default=None, help="Kaczmarz λ (0.5, relative)")
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="render a trained field on any grid")
     s.add_argument("field", help="FIELD.pt checkpoint")
-    s.add_argument("--grid", required=True, help="AxB or AxBxC")
+    s.add_argument("--grid", required=True, help="AxB, AxBxC or xF (F times the training grid)")
     s.add_argument("--region", default=None,
                    help="x0,x1,y0,y1[,z0,z1] in mm (write --region=-5,5,-5,5 when it starts with a minus)")
     s.add_argument("--output", required=True)

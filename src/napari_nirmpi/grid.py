@@ -143,14 +143,26 @@ class Grid:
         return cls(tuple(d["shape"]), tuple(d["fov"]), tuple(d.get("center") or [0.0] * len(d["shape"])))
 
 
-def parse_shape(text: str, ndim: int | None = None) -> tuple[int, ...]:
-    """Parse '104', '104x104' or '13x13x13' into a shape tuple (image axis order)."""
+def parse_shape(text: str, ndim: int | None = None, native: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Parse '104', '104x104', '13x13x13' (image axis order) or, given the native shape, 'x4'
+    (four times the native grid) into a shape tuple."""
+    text = str(text).strip().lower().replace("×", "x")
+    if text.startswith("x") and native is not None:
+        try:
+            f = float(text[1:])
+        except ValueError:
+            raise NirmpiError(f"grid {text!r}: expected xF with a number F, e.g. x4") from None
+        if not f > 0:
+            raise NirmpiError(f"grid {text!r}: the factor must be positive")
+        return tuple(max(1, int(round(n * f))) for n in native)
     try:
-        parts = [int(p) for p in str(text).lower().replace("×", "x").split("x")]
+        parts = [int(p) for p in text.split("x")]
     except ValueError:
         raise NirmpiError(f"grid {text!r}: expected N, AxB or AxBxC with positive integers") from None
     if any(p < 1 for p in parts) or len(parts) not in (1, 2, 3):
         raise NirmpiError(f"grid {text!r}: expected N, AxB or AxBxC with positive integers")
+    if ndim is None and native is not None:
+        ndim = len(native)
     if len(parts) == 1:
         parts = parts * (ndim or 2)
     if ndim is not None and len(parts) != ndim:

@@ -95,14 +95,7 @@ class SampleWidget(Container):
         return self.session.fields[self.field.value]
 
     def target_shape(self, native_shape):
-        text = str(self.grid.value).strip().lower()
-        if text.startswith("x"):
-            try:
-                f = float(text[1:])
-            except ValueError:
-                raise NirmpiError(f"grid {text!r}: expected xF with a number F, e.g. x4") from None
-            return tuple(max(1, int(round(n * f))) for n in native_shape)
-        return parse_shape(text, len(native_shape))
+        return parse_shape(self.grid.value, native=native_shape)
 
     def region_m(self, ndim):
         """(lower, upper) in metres, or None for the full FOV."""
