@@ -39,7 +39,7 @@ def sample_grid(field: Field, shape: Sequence[int] | int | None = None, region=N
 
 
 def sample(field: Field, shape: Sequence[int] | int | None = None, region=None,
-           batch_size: int = 1 << 19) -> tuple[np.ndarray, Grid]:
+           batch_size: int | None = None) -> tuple[np.ndarray, Grid]:
     """Evaluate `field` at the voxel centres of a grid → (float32 image of grid.shape, Grid).
 
     The returned Grid is in the same physical frame as field.grid (same FOV/centre for a full
@@ -55,6 +55,8 @@ def sample(field: Field, shape: Sequence[int] | int | None = None, region=None,
     image = np.empty(shp, np.float32)
     flat = image.reshape(-1)
     dev = field.device
+    if batch_size is None:
+        batch_size = 1 << 14 if torch.device(dev).type == "cpu" else 1 << 20
     inner = int(np.prod(shp[1:]))
     rows = max(1, batch_size // inner)  # whole leading-axis slices per batch
     # the trailing-axes coordinate block is the same for every leading index: build it once
