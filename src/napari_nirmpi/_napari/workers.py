@@ -263,3 +263,38 @@ def series_updates(sm, meas, method: str, *, output, preprocess: dict, method_kw
     finally:
         stop.set()  # a quit() while a chunk runs: reconstruct_series stops after that chunk
 
+
+
+_WARMED = False
+
+
+def warm_up_training() -> None:
+    """Run a 2-iteration training on a tiny problem in a background thread, once per process.
+
+    The first optimiser step imports a lot of torch (and sympy) lazily: about a second of module
+    execution holding the GIL. Done here, when the Train widget opens, it does not stall the
+    event loop while a real training shares the GIL with the GUI."""
+    global _WARMED
+    if _WARMED:
+        return
+    _WARMED = True
+    import threading
+
+    def run():
+        try:
+            from ..grid import Grid
+            from ..nir.train import TrainConfig, train
+            from ..problem import Problem
+
+            rng = np.random.default_rng(0)
+            S = (rng.normal(size=(6, 4)) + 1j * rng.normal(size=(6, 4))).astype(np.complex64)
+            p = Problem(S, S @ np.ones(4, np.complex64), Grid((2, 2), (2e-3, 2e-3)), np.arange(6.0),
+                        np.zeros(6, int), np.arange(6))
+            cfg = TrainConfig(width=8, depth=1, iterations=2, val_fraction=0.0, early_stopping=False,
+                              device="cpu", log_every=1, preview_every=1, max_scale=2)
+            for _ in train(p, cfg):
+                pass
+        except Exception:  # a warm-up only: the real run reports its own errors
+            pass
+
+    threading.Thread(target=run, name="nirmpi-warm-up", daemon=True).start()

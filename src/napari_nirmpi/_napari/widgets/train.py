@@ -22,7 +22,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label
 from ...errors import NirmpiError
 from ..layers import image_layer_kwargs, json_safe
 from ..session import get_session
-from ..workers import notify_error, start_worker, train_updates
+from ..workers import notify_error, start_worker, train_updates, warm_up_training
 from . import fit_dock
 
 LIVE_NAME = "NIR (training)"
@@ -96,6 +96,13 @@ class TrainWidget(Container):
         self.curve_view = RgbaView(min_height=170)
         self.native.layout().addWidget(self.curve_view)
         self._curve_size = {"size": (360, 200)}  # read by the worker (plain ints)
+        # one renderer for every run, warmed up here: its first draw (figure set-up, fonts) holds
+        # the GIL for ~0.2 s, which must not happen while training shares the GIL with the GUI
+        from .._plot import CurveRenderer
+
+        self._curve_renderer = CurveRenderer()
+        self._curve_renderer.render([], [], [], [], 0, self._curve_size["size"])
+        warm_up_training()
         self._hist = ([], [], [], [])  # iterations, losses, val iterations, val losses
         self._last_plot = 0.0
         self._last_preview = 0.0
@@ -166,7 +173,9 @@ class TrainWidget(Container):
 
         self._curve_size["size"] = self.curve_view.target_size()
         self._ensure_live_layer(problem.grid)
-        self.worker = start_worker(train_updates, problem, cfg, curve=CurveRenderer(),
+        if self._curve_renderer is None:
+            self._curve_renderer = CurveRenderer()
+        self.worker = start_worker(train_updates, problem, cfg, curve=self._curve_renderer,
                                    curve_size=self._curve_size,
                                    connect={"yielded": self._on_update, "errored": self._failed,
                                             "finished": self._finished, "aborted": self._aborted})
