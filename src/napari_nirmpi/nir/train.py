@@ -32,7 +32,6 @@ from ..errors import NirmpiError, ProblemMismatch, TrainingError
 from ..problem import Problem
 from .field import Field, build_network
 from .stopping import StoppingRule, TrackBest, ValidationPatience
-_TrackBest = TrackBest  # old private name
 
 __all__ = ["TrainConfig", "TrainState", "train", "fit", "StoppingRule", "ValidationPatience",
            "resolve_device", "pool", "estimate_scale"]
