@@ -1069,7 +1069,7 @@ def _write_common(h5: h5py.File, metadata: dict | None):
 
 
 def _write_acquisition(h5: h5py.File, acq: Acquisition, N: int, conversion=None):
-    J, D, C, K = acq.num_periods, len(acq.dividers), acq.num_rx_channels, acq.num_frequencies
+    J, D, C = acq.num_periods, len(acq.dividers), acq.num_rx_channels
     _put(h5, "/acquisition/numAverages", acq.num_averages, np.int64)
     _put(h5, "/acquisition/numFrames", N, np.int64)
     _put(h5, "/acquisition/numPeriodsPerFrame", J, np.int64)

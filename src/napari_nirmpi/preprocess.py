@@ -7,11 +7,10 @@ subtracted, all foreground frames averaged, rows normalised by their ℓ2 norm.
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import numpy as np
 
-from .errors import MDFError, NirmpiError, ProblemMismatch
+from .errors import NirmpiError, ProblemMismatch
 from .grid import Grid
 from .problem import Problem
 

@@ -8,21 +8,16 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 from ...errors import NirmpiError
 from ...grid import parse_shape
 from ..layers import image_layer_kwargs, set_or_add_image
-from ..session import get_session
 from ..workers import notify_error, start_worker
-from . import fit_dock
+from ._base import StepWidget
 
 
-class BaselineWidget(Container):
+class BaselineWidget(StepWidget):
     """Kaczmarz λ, sweeps, real/positive projections; adds the native image and an up-sampled
     image (bilinear/bicubic) at the chosen grid. Runs in a thread worker."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
-        super().__init__(labels=True)
-        fit_dock(self)
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
-        self.worker = None
+        super().__init__(napari_viewer)
         self.lam = FloatSpinBox(label="λ (relative)", value=0.5, min=0.0, max=1e4, step=0.05)
         self.iterations = SpinBox(label="Sweeps", value=150, min=1, max=100000)
         self.enforce_real = CheckBox(text="real", value=True)

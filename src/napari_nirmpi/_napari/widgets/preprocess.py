@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
+from magicgui.widgets import (ComboBox, FileEdit, FloatSpinBox, Label, LineEdit,
                               PushButton, SpinBox)
 
 from ...errors import NirmpiError
 from ..layers import json_safe, layers_of_kind, nirmpi_meta
-from ..session import get_session
 from ..workers import notify_error, start_worker
-from . import fit_dock
+from ._base import StepWidget
 
 FILE_FILTER = "*.mdf *.h5 *.hdf5"
 
@@ -47,16 +46,12 @@ def _file_value(w: FileEdit) -> str | None:
     return None if v in ("", ".") or os.path.isdir(v) else v
 
 
-class PreprocessWidget(Container):
+class PreprocessWidget(StepWidget):
     """Choose SM and measurement (layers or files), band, SNR threshold, channels, background
     and frames; "Build problem" makes the Problem every later step uses."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
-        super().__init__(labels=True)
-        fit_dock(self)
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
-        self.worker = None
+        super().__init__(napari_viewer)
         self.sm_layer = ComboBox(label="System matrix", choices=self._sm_choices, nullable=True)
         self.sm_file = FileEdit(label="…or SM file", mode="r", filter=FILE_FILTER)
         self.meas_layer = ComboBox(label="Measurement", choices=self._meas_choices, nullable=True)

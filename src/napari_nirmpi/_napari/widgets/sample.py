@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton
+from magicgui.widgets import ComboBox, FileEdit, Label, LineEdit, PushButton
 
 from ...errors import NirmpiError
 from ...grid import parse_shape
 from ..layers import image_layer_kwargs, rectangle_mm, set_or_add_image, shapes_layers
-from ..session import get_session
 from ..workers import notify_error, start_worker
-from . import fit_dock
+from ._base import StepWidget
 
 REGION_FULL, REGION_SHAPES, REGION_MM = "full field of view", "Shapes rectangle", "mm values"
 
@@ -29,16 +28,12 @@ def parse_region_mm(text: str, ndim: int):
     return tuple(v[:ndim]), tuple(v[ndim:])
 
 
-class SampleWidget(Container):
+class SampleWidget(StepWidget):
     """Pick a field (trained in this session or loaded from a checkpoint), a grid (N, AxB or a
     factor xF of the native grid) and a region; "Sample" adds a layer in mm."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
-        super().__init__(labels=True)
-        fit_dock(self)
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
-        self.worker = None
+        super().__init__(napari_viewer)
         self.field = ComboBox(label="Field", choices=self._field_choices, nullable=True)
         self.grid = LineEdit(label="Grid", value="104", tooltip="N, AxB (AxBxC), or xF = F times the native grid")
         self.region = ComboBox(label="Region", choices=[REGION_FULL, REGION_SHAPES, REGION_MM],
