@@ -32,13 +32,7 @@ def make_problem(n=10, M=300, noise=0.01, seed=0, ndim=2):
     return prob, truth.reshape(grid.shape).astype(np.float32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny problems: OpenMP threads only spin against each other on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = dict(width=32, depth=2, log_every=10, preview_every=50, device="cpu")

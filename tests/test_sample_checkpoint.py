@@ -12,12 +12,7 @@ from napari_nirmpi.nir import Field, Siren, checkpoint
 from napari_nirmpi.sample import sample, sample_grid
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_field(ndim=2, scale=2.5):

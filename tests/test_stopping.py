@@ -2,19 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 
 from napari_nirmpi import Grid, Problem
 from napari_nirmpi.nir import TrainConfig, train
 from napari_nirmpi.nir.stopping import TrackBest, ValidationPatience
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def feed(rule, curve, every=25):
