@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 from napari_nirmpi import Grid, Problem
+from napari_nirmpi.errors import NirmpiError
 from napari_nirmpi.nir import TrainConfig, train
-from napari_nirmpi.nir.stopping import TrackBest, ValidationPatience
+from napari_nirmpi.nir.stopping import OneStandardError, TrackBest, ValidationPatience
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -60,6 +62,58 @@ def test_patience_final_reason_names_rule_and_best():
     assert msg.startswith("max iterations") and "ValidationPatience" in msg and "iteration 250" in msg
 
 
+def feed_rows(rule, rows, every=25):
+    """Feed per-row held-out misfits (checks × rows); returns (chosen iteration, stop reason)."""
+    rule.reset()
+    chosen, reason = None, None
+    for k, r in enumerate(rows, start=1):
+        chosen, reason = rule.update(k * every, float(np.sum(r)), float(np.sum(r)), residuals=r)
+        if reason is not None:
+            break
+    return chosen, reason
+
+
+def test_one_se_keeps_late_iterates_when_every_row_improves():
+    # clean data: each check lowers every row's misfit by 5 %, far more than the row-to-row spread
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 1.5, 40)
+    rows = [base * 0.95 ** k for k in range(30)]
+    chosen, _ = feed_rows(OneStandardError(patience=500), rows)
+    assert chosen == 30 * 25
+
+
+def test_one_se_returns_earliest_indistinguishable_iterate_on_a_noisy_plateau():
+    # noisy data: after check 4 the rows only wander (zero-mean noise, so the misfit is flat), and
+    # the last check is lowest by far less than one standard error; the plain minimum is the last
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.5, 1.5, 40)
+    rows = [base * (3.0 - 0.5 * k) for k in range(4)]
+    for _ in range(39):
+        e = rng.normal(0, 0.05, 40)
+        rows.append(base + e - e.mean())
+    rows[-1] = rows[-1] - 0.002
+    chosen, _ = feed_rows(OneStandardError(patience=10_000), rows)
+    plain, _, _ = feed(ValidationPatience(patience=10_000), [np.sum(r) for r in rows])
+    assert plain == len(rows) * 25
+    assert chosen == 5 * 25  # the first plateau check
+
+
+def test_one_se_with_k_zero_is_the_minimum():
+    rng = np.random.default_rng(2)
+    rows = [rng.uniform(0.5, 1.5, 30) for _ in range(20)]
+    chosen, _ = feed_rows(OneStandardError(k=0.0), rows)
+    assert chosen == 25 * (1 + int(np.argmin([r.mean() for r in rows])))
+
+
+def test_one_se_needs_rows_and_names_itself_when_stopping():
+    with pytest.raises(ValueError, match="per-row"):
+        OneStandardError().update(25, 1.0, 1.0)
+    rows = [np.full(10, 1.0 - 0.1 * k) for k in range(5)] + [np.full(10, 0.9)] * 30
+    chosen, reason = feed_rows(OneStandardError(patience=100), rows)
+    assert reason.startswith("early stopping") and "OneStandardError" in reason
+    assert f"returned iteration {chosen}" in reason
+
+
 # ---------------------------------------------------------------------------------------------
 # integration with train(): the preview stream names the rule
 
@@ -108,3 +162,22 @@ def test_train_without_early_stopping_keeps_plain_reason():
     prob = _problem(seed=2)
     cfg = TrainConfig(iterations=30, early_stopping=False, val_every=10, val_fraction=0.2, **SMALL)
     assert list(train(prob, cfg))[-1].stop_reason == "max iterations"
+
+
+def test_train_one_se_returns_that_checkpoint():
+    prob = _problem(seed=3, noise=0.1)
+    kw = dict(lr=3e-3, lr_schedule="constant", val_every=10, val_fraction=0.2, max_scale=2, **SMALL)
+    last = list(train(prob, TrainConfig(iterations=300, selection="1se", patience=10_000, **kw)))[-1]
+    assert "OneStandardError" in last.stop_reason
+    assert f"returned iteration {last.best_iteration}" in last.stop_reason
+    plain = list(train(prob, TrainConfig(iterations=300, patience=10_000, **kw)))[-1]
+    assert 0 < last.best_iteration <= plain.best_iteration
+    # the field handed out is the checkpoint at best_iteration: a run of exactly that length agrees
+    ref = list(train(prob, TrainConfig(iterations=last.best_iteration, early_stopping=False, **kw)))[-1]
+    a, b = last.field.network.state_dict(), ref.field.network.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_config_rejects_unknown_selection():
+    with pytest.raises(NirmpiError, match="selection"):
+        train(_problem(), TrainConfig(selection="median")).__next__()

@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-__all__ = ["StoppingRule", "ValidationPatience", "TrackBest"]
+import numpy as np
+
+__all__ = ["StoppingRule", "ValidationPatience", "OneStandardError", "TrackBest"]
 
 
 class StoppingRule(Protocol):
@@ -64,6 +66,68 @@ class ValidationPatience:
 
     def __repr__(self) -> str:
         return (f"ValidationPatience(patience={self.patience}, min_delta={self.min_delta}, "
+                f"min_iterations={self.min_iterations})")
+
+
+class OneStandardError(ValidationPatience):
+    """Stops like ValidationPatience, but returns the EARLIEST checkpoint whose held-out misfit is
+    within `k` standard errors of the lowest one: cross-validation's one-standard-error rule.
+
+    Why: with noisy data the held-out misfit flattens long before it reaches its minimum, and the
+    late iterates it still (insignificantly) prefers have drifted (over-fitted sub-voxel detail,
+    the spiral thinning). Whether a later checkpoint is really better is a paired test over the
+    held-out rows: the standard error of the mean of per-row misfit differences. On clean data the
+    misfit keeps falling by many standard errors, so the rule keeps late iterates; on noisy data
+    it returns the first iterate that the held-out rows cannot tell from the best.
+
+    `update` takes the per-row held-out misfits (`residuals`, one value per held-out frequency
+    row, summing to val_loss) and returns the chosen checkpoint's iteration instead of a flag.
+    """
+
+    name = "OneStandardError"
+    wants_residuals = True
+
+    def __init__(self, patience: int = 500, k: float = 1.0, min_delta: float = 0.0, min_iterations: int = 0):
+        self.k = float(k)
+        super().__init__(patience, min_delta, min_iterations)
+
+    def reset(self) -> None:
+        super().reset()
+        self.iterations: list[int] = []
+        self.rows: list[np.ndarray] = []
+        self.chosen = 0
+
+    def select(self) -> int:
+        R = np.stack(self.rows)                         # (checks, held-out rows)
+        means = R.mean(axis=1)
+        b = int(np.argmin(means))
+        n = R.shape[1]
+        se = (R - R[b]).std(axis=1, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(means))
+        ok = np.flatnonzero(means - means[b] <= self.k * se)
+        return self.iterations[int(ok[0])]
+
+    def update(self, iteration: int, val_loss: float, train_loss: float,
+               residuals=None) -> tuple[int, str | None]:
+        if residuals is None:
+            raise ValueError(f"{self.name} needs the per-row held-out misfits (residuals=)")
+        _, stop = super().update(iteration, val_loss, train_loss)
+        self.iterations.append(int(iteration))
+        self.rows.append(np.asarray(residuals, dtype=np.float64).ravel())
+        self.chosen = self.select()
+        if stop is not None:
+            stop = (f"early stopping: validation misfit did not improve for {self.patience} iterations "
+                    f"(lowest at iteration {self.best_iteration}) [rule {self.name}: returned iteration "
+                    f"{self.chosen}, the earliest whose held-out misfit is within {self.k:g} standard "
+                    f"error(s) of the lowest over {self.rows[-1].size} held-out rows]")
+        return self.chosen, stop
+
+    def final_reason(self, iteration: int) -> str:
+        return (f"max iterations [rule {self.name}: returned iteration {self.chosen}, the earliest whose "
+                f"held-out misfit is within {self.k:g} standard error(s) of the lowest (iteration "
+                f"{self.best_iteration})]")
+
+    def __repr__(self) -> str:
+        return (f"OneStandardError(patience={self.patience}, k={self.k}, min_delta={self.min_delta}, "
                 f"min_iterations={self.min_iterations})")
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..errors import NirmpiError, ProblemMismatch, TrainingError
 from ..problem import Problem
 from .field import Field, build_network
-from .stopping import StoppingRule, TrackBest, ValidationPatience
+from .stopping import OneStandardError, StoppingRule, TrackBest, ValidationPatience
 
 __all__ = ["TrainConfig", "TrainState", "train", "fit", "StoppingRule", "ValidationPatience",
            "resolve_device", "pool", "estimate_scale"]
@@ -80,6 +80,9 @@ class TrainConfig:
     val_fraction: float = 0.1           # held-out rows for validation (0: none)
     val_every: int = 25
     patience: int = 500                 # iterations without validation improvement
+    selection: str = "min"              # returned iterate: "min" (lowest held-out misfit) | "1se"
+                                        # (earliest within selection_k standard errors of it)
+    selection_k: float = 1.0
     min_iterations: int = 0
     stopping: Any = None                # a StoppingRule object overriding early_stopping/patience
     preview_every: int = 100
@@ -117,6 +120,10 @@ class TrainConfig:
             bad("sampling", "'grid' or 'jitter'")
         if not 0.0 <= self.val_fraction < 1.0:
             bad("val_fraction", "a fraction in [0, 1)")
+        if self.selection not in ("min", "1se"):
+            bad("selection", "'min' or '1se'")
+        if not (self.selection_k >= 0 and math.isfinite(self.selection_k)):
+            bad("selection_k", "a finite number >= 0")
         if not 0.0 <= self.ema < 1.0:
             bad("ema", "a decay in [0, 1)")
         if self.positive not in (None, "softplus", "relu", "square"):
@@ -386,12 +393,16 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
 
     if cfg.stopping is not None:
         rule = cfg.stopping
+    elif cfg.early_stopping and n_val and cfg.selection == "1se":
+        rule = OneStandardError(cfg.patience, cfg.selection_k, min_iterations=cfg.min_iterations)
     elif cfg.early_stopping and n_val:
         rule = ValidationPatience(cfg.patience, min_iterations=cfg.min_iterations)
     else:
         rule = TrackBest()
     rule.reset()
 
+    wants_rows = bool(getattr(rule, "wants_residuals", False))
+    history: dict[int, tuple[dict[str, torch.Tensor], float]] = {}  # checkpoints a rule may pick
     best_sd = _clone_state(eval_net)
     best_it, best_val = 0, None
     val_loss = None
@@ -442,11 +453,21 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
             eval_net.eval()
             with torch.no_grad():
                 cv, _ = native(eval_net, val_s, False)
-                val_loss = float(misfit(cv, S_v, u_v, u_v_norm))
+                rv = S_v @ cv - u_v
+                per_row = (rv[:n_val] ** 2 + rv[n_val:] ** 2) / u_v_norm  # one value per held-out frequency
+                val_loss = float(per_row.sum())
             if math.isfinite(val_loss):
-                is_best, stop = rule.update(it, val_loss, loss_val if loss_val is not None else float(data))
-                if is_best:
-                    best_sd, best_it, best_val = _clone_state(eval_net), it, val_loss
+                tl = loss_val if loss_val is not None else float(data)
+                if wants_rows:
+                    history[it] = (_clone_state(eval_net), val_loss)
+                    chosen, stop = rule.update(it, val_loss, tl, residuals=per_row.double().cpu().numpy())
+                    if chosen != best_it and chosen in history:
+                        best_it = int(chosen)
+                        best_sd, best_val = history[best_it]
+                else:
+                    is_best, stop = rule.update(it, val_loss, tl)
+                    if is_best:
+                        best_sd, best_it, best_val = _clone_state(eval_net), it, val_loss
         elif not n_val and do_log:
             best_sd, best_it = _clone_state(eval_net), it  # no held-out rows: the latest iterate
 
