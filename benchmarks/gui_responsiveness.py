@@ -5,7 +5,9 @@ event-loop stall (what a user feels as a frozen window). The figures: longest st
 percentile, median, stalls over 100 ms, the same figures for an idle viewer (machine noise),
 the GUI-thread time of the widget's own handlers (update, preview, progress, curve), plus
 training speed in the viewer vs. the same config headless (the price of the GUI).
-Goal: longest stall < 100 ms. Writes benchmarks/results/gui_responsiveness.json.
+The Start click's own gap (it adds the live layer, whose first paint follows at once) is reported
+apart from the run. Goal: longest stall while training < 100 ms.
+Writes benchmarks/results/gui_responsiveness.json.
 
     xvfb-run -a .venv/bin/python benchmarks/gui_responsiveness.py [--quick] [--iterations N]
         [--width W] [--json out.json]
@@ -24,14 +26,22 @@ import numpy as np
 PLUGIN = "napari-nirmpi"
 
 
-def headless_rate(problem, cfg) -> float:
+def headless_rate(problem, cfg, threads: int | None = None) -> float:
+    import torch
+
     from napari_nirmpi.nir.train import train
 
-    t0 = time.perf_counter()
-    last = None
-    for last in train(problem, cfg):
-        pass
-    return last.iteration / (time.perf_counter() - t0)
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        last = None
+        for last in train(problem, cfg):
+            pass
+        return last.iteration / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
 
 
 def _instrument(tw) -> dict:
@@ -57,6 +67,7 @@ def _instrument(tw) -> dict:
     wrap(tw, "_on_update", "on_update (total)")
     wrap(tw, "_show_preview", "layer preview")
     wrap(tw, "_advance_progress", "progress bar")
+    wrap(tw, "_launch", "launch (progress bar opens, thread starts)")
     if hasattr(tw, "curve_view"):
         wrap(tw.curve_view, "set_rgba", "curve image")
     elif hasattr(tw, "_draw_curve"):
@@ -83,7 +94,7 @@ def main(argv=None) -> int:
     iterations = 150 if args.quick else args.iterations
 
     import napari
-    from qtpy.QtCore import QTimer
+    from qtpy.QtCore import QEventLoop, QTimer
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=True)
@@ -110,30 +121,43 @@ def main(argv=None) -> int:
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     for _ in range(50):
         app.processEvents()
-    # idle baseline: the same loop with nothing running (machine noise)
+    # idle baseline: the same event loop for 2 s with nothing running (machine noise)
     timer.start()
-    t_idle = time.perf_counter()
-    while time.perf_counter() - t_idle < 2.0:
-        app.processEvents()
-        time.sleep(0.002)
+    idle_loop = QEventLoop()
+    QTimer.singleShot(2000, idle_loop.quit)
+    idle_loop.exec()
     timer.stop()
     idle = np.diff(np.asarray(ticks)) * 1e3 if len(ticks) > 1 else np.zeros(1)
     ticks.clear()
     timer.start()
+    pre = QEventLoop()  # let the timer tick before the click, so the click's own gap is measured
+    QTimer.singleShot(100, pre.quit)
+    pre.exec()
     t0 = time.perf_counter()
     worker = tw.start()
-    start_ms = (time.perf_counter() - t0) * 1e3  # the click: adds the live layer, progress bar
-    t_train = time.perf_counter()
-    while not worker.done():
-        app.processEvents()
-        time.sleep(0.002)  # this loop stands in for Qt's own exec(); it never blocks long
+    start_ms = (time.perf_counter() - t0) * 1e3  # the click's handler (the gap it causes is counted)
+    # Qt's own event loop, as in napari: it sleeps in C++ between events (a Python polling loop
+    # would take the GIL from the training thread hundreds of times a second)
+    loop = QEventLoop()
+    poll = QTimer()
+    poll.setInterval(50)
+    poll.timeout.connect(lambda: loop.quit() if worker.done() else None)
+    poll.start()
+    loop.exec()
+    poll.stop()
     elapsed = time.perf_counter() - t0
     timer.stop()
     it_done = tw.state.iteration if tw.state is not None else 0
     previews = tw.num_previews
 
-    # training phase only: the gap that contains the start() call is reported apart (start_ms)
-    ticks = [t for t in ticks if t >= t_train]
+    # every gap from just before the click to the end, the click's own turn included
+    # the click's gap (it adds the live layer, ~75 ms, and Qt paints it before the next tick) is
+    # reported on its own; the goal is about the run itself: every later gap until the end
+    tick_arr = np.asarray(ticks)
+    before = tick_arr[tick_arr < t0]
+    after = tick_arr[tick_arr >= t0]
+    click_gap_ms = float((after[0] - before[-1]) * 1e3) if len(before) and len(after) else float("nan")
+    ticks = list(after)
     gaps = np.diff(np.asarray(ticks)) * 1e3 if len(ticks) > 1 else np.zeros(1)
     stall = np.maximum(gaps - 10.0, 0.0)
     spans = handler_ms.pop("_spans")
@@ -147,6 +171,9 @@ def main(argv=None) -> int:
     problem = tw.session.problem
     viewer.close()
 
+    import torch
+
+    gui_threads = torch.get_num_threads()  # the viewer's worker uses torch's default too
     bare_rate = headless_rate(problem, cfg)
     res = {
         "iterations": int(it_done), "width": cfg.width, "depth": cfg.depth, "device": cfg.device,
@@ -155,32 +182,34 @@ def main(argv=None) -> int:
         "p99_gap_ms": float(np.percentile(gaps, 99)), "median_gap_ms": float(np.median(gaps)),
         "max_stall_ms": float(stall.max()), "stalls_over_100ms": int(np.sum(gaps > 100.0)),
         "train_seconds_in_viewer": float(elapsed), "it_per_s_in_viewer": float(gui_rate),
-        "it_per_s_headless": float(bare_rate),
+        "it_per_s_headless": float(bare_rate), "torch_threads": gui_threads,
         "gui_overhead_percent": float(100.0 * (1.0 - gui_rate / bare_rate)) if bare_rate > 0 else None,
         "stall_times_s": [float(ticks[i] - t0) for i in np.flatnonzero(gaps > 100.0)],
         "idle_max_gap_ms": float(idle.max()), "idle_p99_gap_ms": float(np.percentile(idle, 99)),
         "idle_median_gap_ms": float(np.median(idle)),
-        "start_call_ms": float(start_ms), "stalls_over_100ms_attribution": culprits,
+        "start_call_ms": float(start_ms), "start_click_gap_ms": click_gap_ms, "stalls_over_100ms_attribution": culprits,
         "cpu_count": os.cpu_count(), "goal_max_gap_ms": 100.0,
         "load_average_1min": os.getloadavg()[0],
         "gui_thread_handlers_ms": {k: _summary(v) for k, v in handler_ms.items()},
     }
     print(f"training {it_done} iterations (width {cfg.width}, depth {cfg.depth}, device {cfg.device}, "
           f"preview every {cfg.preview_every}) in a real viewer: {elapsed:.1f} s, {previews} live previews")
-    print(f"event loop (10 ms timer, {len(ticks)} ticks): longest gap {gaps.max():.1f} ms, "
+    print(f"event loop while training (10 ms timer, {len(ticks)} ticks): longest gap {gaps.max():.1f} ms, "
           f"p99 {np.percentile(gaps, 99):.1f} ms, median {np.median(gaps):.1f} ms, "
           f"gaps > 100 ms: {int(np.sum(gaps > 100.0))}")
-    print(f"longest stall (gap beyond the 10 ms interval): {stall.max():.1f} ms; "
-          f"the Start click itself (live layer, progress bar): {start_ms:.0f} ms")
+    print(f"longest stall (gap beyond the 10 ms interval): {stall.max():.1f} ms")
+    print(f"the Start click (reported apart): its handler {start_ms:.0f} ms, the event-loop gap around it "
+          f"(handler + the new layer's first paint) {click_gap_ms:.0f} ms")
     print(f"idle baseline (no training, 2 s): longest gap {idle.max():.1f} ms, "
           f"p99 {np.percentile(idle, 99):.1f} ms, median {np.median(idle):.1f} ms")
-    print(f"training speed: {gui_rate:.1f} it/s in the viewer vs {bare_rate:.1f} it/s headless")
+    print(f"training speed: {gui_rate:.1f} it/s in the viewer vs {bare_rate:.1f} it/s headless "
+          f"({gui_threads} torch threads in both)")
     for k, v in res["gui_thread_handlers_ms"].items():
         print(f"GUI-thread handler {k}: {v['calls']} calls, max {v['max']:.1f} ms, median {v['median']:.1f} ms")
     print(f"load average (1 min) at the end: {res['load_average_1min']:.2f} on {os.cpu_count()} cores")
     for c in culprits:
         print(f"  stall at t = {c['t_s']:.2f} s ({c['gap_ms']:.0f} ms): {', '.join(c['handlers'])}")
-    print("goal (longest gap < 100 ms):", "MET" if gaps.max() < 100.0 else "NOT MET")
+    print("goal (longest gap while training < 100 ms):", "MET" if gaps.max() < 100.0 else "NOT MET")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:

@@ -8,7 +8,8 @@ out=benchmarks/results/run_all.txt
 mkdir -p benchmarks/results
 {
   echo "# $(date -u) on $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-  for cmd in "$PY benchmarks/kaczmarz_speed.py" \
+  for cmd in "$PY benchmarks/cores.py" \
+             "$PY benchmarks/kaczmarz_speed.py" \
              "$PY benchmarks/mdf_read.py" \
              "$PY benchmarks/nir_quality.py" \
              "$PY benchmarks/batch.py" \

@@ -181,3 +181,38 @@ def test_session_is_per_viewer(make_napari_viewer):
     drop_session(v1)
     gc.collect()
     assert key not in _SESSIONS and get_session(v1).problem is None
+
+
+def test_training_slows_napari_spinner_and_keeps_dock_width(viewer, qtbot, wait_worker, spiral_files):
+    """While we train, napari's activity spinner turns slowly (each frame repaints the window); the
+    status line wraps instead of widening the dock (which would resize the canvas)."""
+    from qtpy.QtWidgets import QLabel
+
+    from napari_nirmpi._napari.widgets.train import SPINNER_SPEED
+    from napari_nirmpi.nir.train import TrainConfig
+    from napari_nirmpi.preprocess import build_problem
+
+    viewer.open_sample(PLUGIN, "spiral")  # the docks and layers of the usual workflow
+    viewer.window.add_plugin_dock_widget(PLUGIN, "1 Preprocess")
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Train NIR")
+    problem = build_problem(spiral_files["sm"], spiral_files["meas"])
+    train.session.set_problem(problem, problem.params)
+    window = train.native.window()
+
+    def speeds():
+        return {lab.movie().speed() for lab in window.findChildren(QLabel) if lab.movie() is not None}
+
+    assert speeds() == {100}
+    canvas = viewer.window._qt_viewer.canvas.native
+    resized = []
+    canvas.resized.connect(lambda *_: resized.append(canvas.size()))
+    worker = train.start(config=TrainConfig(width=16, depth=1, iterations=4000, device="cpu",
+                                            early_stopping=False, val_fraction=0.0, log_every=10))
+    qtbot.waitUntil(lambda: train.state is not None and train.state.iteration >= 50, timeout=60_000)
+    assert speeds() == {SPINNER_SPEED}
+    train.info.value = "a status line far longer than the dock is wide " * 4
+    qtbot.wait(100)
+    assert resized == []  # status updates never resize the OpenGL canvas (a full redraw)
+    train.stop()
+    wait_worker(worker)
+    assert speeds() == {100}

@@ -33,8 +33,8 @@ class TrainUpdate:
 
 
 def gui_torch_threads() -> int | None:
-    """Intra-op threads for CPU training behind a GUI: all cores but one, which stays free for
-    the event loop (and the OpenGL canvas); None on a single core (leave torch's default)."""
+    """Intra-op threads for a frame series run behind the GUI (several trainings at once): all
+    cores but one, which stays free for the event loop; None on a single core."""
     n = os.cpu_count() or 1
     return n - 1 if n > 1 else None
 
@@ -68,14 +68,11 @@ def train_updates(problem, config, min_interval: float = 0.25, curve=None, curve
     curve: a `_plot.CurveRenderer`; then the whole loss curve is rendered here at most every
     `curve_interval` s (and at the end) at `curve_size["size"]` = (width, height) px, which the
     GUI keeps up to date (plain ints: no Qt call from this thread)."""
-    import torch
+    from ..nir.train import train
 
-    from ..nir.train import resolve_device, train
-
-    threads = gui_torch_threads() if resolve_device(config.device).type == "cpu" else None
-    old_threads = torch.get_num_threads()
-    if threads is not None and threads < old_threads:
-        torch.set_num_threads(threads)
+    # all of torch's threads: with napari's activity spinner slowed down (Train widget) the GUI
+    # thread needs little, and measured on 2 cores training ran 1.5x faster than with one core
+    # kept free, with the longest event-loop gap 61 vs 49 ms (benchmarks/gui_responsiveness.py)
     gen = train(problem, config)
     upd = TrainUpdate(0)
     last = time.perf_counter()
@@ -112,13 +109,12 @@ def train_updates(problem, config, min_interval: float = 0.25, curve=None, curve
                 last = now
     finally:
         gen.close()
-        if torch.get_num_threads() != old_threads:
-            torch.set_num_threads(old_threads)
 
 
-def start_worker(func: Callable, *args, connect: dict | None = None, progress=None, **kwargs):
+def start_worker(func: Callable, *args, connect: dict | None = None, progress=None, start: bool = True,
+                 **kwargs):
     """napari `create_worker` with an `errored` handler wired at creation (so superqt does not
-    re-raise in the GUI thread) and started at once; returns the worker."""
+    re-raise in the GUI thread), started at once unless `start=False`; returns the worker."""
     from napari.qt.threading import create_worker
 
     connect = dict(connect or {})
@@ -136,7 +132,8 @@ def start_worker(func: Callable, *args, connect: dict | None = None, progress=No
         kw["_progress"] = progress
     worker = create_worker(func, *args, **kw, **kwargs)
     worker.done = lambda: done["flag"]  # True once `finished` reached the GUI thread
-    worker.start()
+    if start:
+        worker.start()
     return worker
 
 

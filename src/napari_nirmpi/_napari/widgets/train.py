@@ -16,6 +16,7 @@ from functools import partial
 
 import numpy as np
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QSizePolicy
 from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton,
                               SpinBox)
 
@@ -27,6 +28,8 @@ from . import fit_dock
 
 LIVE_NAME = "NIR (training)"
 PLOT_INTERVAL = 1.0     # s between progress-bar / status updates (the curve is rendered off-thread)
+START_STAGGER_MS = 60   # the progress bar opens this long after the click, after the live layer
+SPINNER_SPEED = 10      # % of normal speed for napari's activity spinner while we train
 PREVIEW_INTERVAL = 0.3  # s between live-layer updates (a napari layer refresh costs tens of ms)
 
 
@@ -83,6 +86,10 @@ class TrainWidget(Container):
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop")
         self.info = Label(value="build a problem first (Preprocess)")
+        # the status line wraps instead of widening the dock: a wider dock resizes the OpenGL
+        # canvas, a full redraw (~80 ms on software GL) at the first progress report
+        self.info.native.setWordWrap(True)
+        self.info.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         from ._series import SeriesOption
 
         self.series = SeriesOption(self, "nir")
@@ -103,6 +110,7 @@ class TrainWidget(Container):
         self._curve_renderer = CurveRenderer()
         self._curve_renderer.render([], [], [], [], 0, self._curve_size["size"])
         warm_up_training()
+        QTimer.singleShot(0, self._warm_up_progress)
         self._hist = ([], [], [], [])  # iterations, losses, val iterations, val losses
         self._last_plot = 0.0
         self._last_preview = 0.0
@@ -156,8 +164,6 @@ class TrainWidget(Container):
             worker = self.series.start(series_method_kwargs(cfg), device=cfg.device)
             self._update_enabled()
             return worker
-        from napari.utils import progress
-
         self.cfg = cfg
         self._started = True
         self.state = None
@@ -168,20 +174,57 @@ class TrainWidget(Container):
         self._final = None
         self._problem_info = dict(self.session.problem_info)
         self._t0 = time.perf_counter()
-        self._pbar = progress(total=cfg.iterations, desc="NIR training")
+        self._pbar = None
         from .._plot import CurveRenderer
 
         self._curve_size["size"] = self.curve_view.target_size()
-        self._ensure_live_layer(problem.grid)
         if self._curve_renderer is None:
             self._curve_renderer = CurveRenderer()
+        # the click adds the live layer (~60 ms); its first paint gets an event-loop turn of its own,
+        # then the progress bar opens and the thread starts (one ~190 ms freeze before)
+        self._ensure_live_layer(problem.grid)
         self.worker = start_worker(train_updates, problem, cfg, curve=self._curve_renderer,
-                                   curve_size=self._curve_size,
+                                   curve_size=self._curve_size, start=False,
                                    connect={"yielded": self._on_update, "errored": self._failed,
                                             "finished": self._finished, "aborted": self._aborted})
         self.info.value = f"training on {cfg.device}…"
         self._update_enabled()
+        QTimer.singleShot(START_STAGGER_MS, partial(self._launch, self.worker, cfg.iterations))
         return self.worker
+
+    @staticmethod
+    def _warm_up_progress():
+        """napari builds its first progress-bar widget slowly (~80 ms of styling and layout, with a
+        processEvents inside): build and drop one when the dock opens, not at the first Start."""
+        from napari.utils import progress
+
+        progress(total=1, desc="warm-up").close()
+
+    def _launch(self, worker, total):
+        from napari.utils import progress
+
+        if worker is not self.worker:
+            return
+        self._pbar = progress(total=total, desc="NIR training")
+        self._slow_spinner(True)
+        worker.start()
+
+    def _slow_spinner(self, slow: bool):
+        """napari animates an 'in progress' GIF at ~30 frames/s while any progress bar is open;
+        every frame repaints the main window, which recomposes the OpenGL canvas (~12 ms each on
+        software GL: 40 % of the GUI thread and a third of the training speed). During our run it
+        turns at a tenth of the speed; napari's own progress bars are left alone otherwise."""
+        from qtpy.QtWidgets import QLabel
+
+        try:
+            window = self.native.window()
+            labels = window.findChildren(QLabel) if window is not None else []
+        except RuntimeError:  # the window is being destroyed
+            return
+        for label in labels:
+            movie = label.movie()
+            if movie is not None:
+                movie.setSpeed(SPINNER_SPEED if slow else 100)
 
     def stop(self, *_):
         """Ask the worker to stop at its next update; the best field so far is kept."""
@@ -254,6 +297,8 @@ class TrainWidget(Container):
 
     def _close_progress(self):
         pbar, self._pbar = self._pbar, None
+        if pbar is not None:
+            self._slow_spinner(False)
         if pbar is not None and not self._in_progress:
             pbar.close()
 
@@ -305,6 +350,7 @@ class TrainWidget(Container):
         fld = st.field
         name = self.session.add_field(
             f"NIR w{self.cfg.width}d{self.cfg.depth} best@{st.best_iteration}", fld)
+        self._ensure_live_layer(self.session.problem.grid)  # a run may end before its layer turn
         if LIVE_NAME in self.viewer.layers:
             layer = self.viewer.layers[LIVE_NAME]
             # final image = the best field on the native grid (also after Stop); the worker
