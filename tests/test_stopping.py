@@ -140,22 +140,31 @@ def test_train_reports_rule_in_stop_reason_on_pure_noise():
     prob = _problem()
     rng = np.random.default_rng(5)
     prob = prob.with_u((rng.normal(size=120) + 1j * rng.normal(size=120)).astype(np.complex64))
-    cfg = TrainConfig(iterations=800, lr=3e-3, patience=60, val_every=10, val_fraction=0.2, max_scale=2, **SMALL)
-    states = list(train(prob, cfg))
-    last = states[-1]
-    assert last.iteration < 800 and last.stop_reason.startswith("early stopping")
-    assert "ValidationPatience" in last.stop_reason
-    assert f"iteration {last.best_iteration}" in last.stop_reason
-    assert all(s.stop_reason is None for s in states[:-1])
+    for selection, rule in (("min", "ValidationPatience"), ("1se", "OneStandardError")):
+        cfg = TrainConfig(iterations=800, lr=3e-3, patience=60, val_every=10, val_fraction=0.2, max_scale=2,
+                          selection=selection, **SMALL)
+        states = list(train(prob, cfg))
+        last = states[-1]
+        assert last.iteration < 800 and last.stop_reason.startswith("early stopping")
+        assert rule in last.stop_reason
+        assert f"iteration {last.best_iteration}" in last.stop_reason
+        assert all(s.stop_reason is None for s in states[:-1])
+
+
+def test_default_returns_one_standard_error_choice():
+    assert TrainConfig().selection == "1se" and TrainConfig.paper().early_stopping is False
 
 
 def test_train_budget_exhausted_names_rule_and_returned_iterate():
     prob = _problem(seed=2, noise=0.0)
-    cfg = TrainConfig(iterations=60, lr=1e-3, val_every=10, val_fraction=0.2, **SMALL)
+    cfg = TrainConfig(iterations=60, lr=1e-3, val_every=10, val_fraction=0.2, selection="min", **SMALL)
     last = list(train(prob, cfg))[-1]
     assert last.iteration == 60 and last.stop_reason.startswith("max iterations")
     assert "ValidationPatience" in last.stop_reason
     assert f"at iteration {last.best_iteration}" in last.stop_reason
+    last = list(train(prob, TrainConfig(iterations=60, lr=1e-3, val_every=10, val_fraction=0.2, **SMALL)))[-1]
+    assert last.stop_reason.startswith("max iterations") and "OneStandardError" in last.stop_reason
+    assert f"returned iteration {last.best_iteration}" in last.stop_reason
 
 
 def test_train_without_early_stopping_keeps_plain_reason():

@@ -87,10 +87,8 @@ class OneStandardError(ValidationPatience):
     name = "OneStandardError"
     wants_residuals = True
 
-    def __init__(self, patience: int = 500, k: float = 1.0, min_delta: float = 0.0, min_iterations: int = 0,
-                 log: bool = False):
+    def __init__(self, patience: int = 500, k: float = 1.0, min_delta: float = 0.0, min_iterations: int = 0):
         self.k = float(k)
-        self.log = bool(log)  # compare log per-row misfits (relative changes) instead of absolute
         super().__init__(patience, min_delta, min_iterations)
 
     def reset(self) -> None:
@@ -101,8 +99,6 @@ class OneStandardError(ValidationPatience):
 
     def select(self) -> int:
         R = np.stack(self.rows)                         # (checks, held-out rows)
-        if self.log:
-            R = np.log(np.maximum(R, 1e-300))
         means = R.mean(axis=1)
         b = int(np.argmin(means))
         n = R.shape[1]

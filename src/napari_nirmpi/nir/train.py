@@ -80,9 +80,10 @@ class TrainConfig:
     val_fraction: float = 0.1           # held-out rows for validation (0: none)
     val_every: int = 25
     patience: int = 500                 # iterations without validation improvement
-    selection: str = "min"              # returned iterate: "min" (lowest held-out misfit) | "1se"
-                                        # (earliest within selection_k standard errors of it) |
-                                        # "1se-log" (the same on log per-row misfits)
+    selection: str = "1se"              # returned iterate: "1se" = the earliest whose held-out misfit
+                                        # is within selection_k standard errors of the lowest (over
+                                        # 24 simulated cases: worst gap to the best iterate 0.86 dB,
+                                        # vs 2.87 dB for "min", the lowest held-out misfit)
     selection_k: float = 1.0
     min_iterations: int = 0
     stopping: Any = None                # a StoppingRule object overriding early_stopping/patience
@@ -121,8 +122,8 @@ class TrainConfig:
             bad("sampling", "'grid' or 'jitter'")
         if not 0.0 <= self.val_fraction < 1.0:
             bad("val_fraction", "a fraction in [0, 1)")
-        if self.selection not in ("min", "1se", "1se-log"):
-            bad("selection", "'min', '1se' or '1se-log'")
+        if self.selection not in ("min", "1se"):
+            bad("selection", "'min' or '1se'")
         if not (self.selection_k >= 0 and math.isfinite(self.selection_k)):
             bad("selection_k", "a finite number >= 0")
         if not 0.0 <= self.ema < 1.0:
@@ -394,9 +395,8 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
 
     if cfg.stopping is not None:
         rule = cfg.stopping
-    elif cfg.early_stopping and n_val and cfg.selection in ("1se", "1se-log"):
-        rule = OneStandardError(cfg.patience, cfg.selection_k, min_iterations=cfg.min_iterations,
-                                log=cfg.selection == "1se-log")
+    elif cfg.early_stopping and n_val and cfg.selection == "1se":
+        rule = OneStandardError(cfg.patience, cfg.selection_k, min_iterations=cfg.min_iterations)
     elif cfg.early_stopping and n_val:
         rule = ValidationPatience(cfg.patience, min_iterations=cfg.min_iterations)
     else:
