@@ -5,8 +5,8 @@ event-loop stall (what a user feels as a frozen window). The figures: longest st
 percentile, median, stalls over 100 ms, the same figures for an idle viewer (machine noise),
 the GUI-thread time of the widget's own handlers (update, preview, progress, curve), plus
 training speed in the viewer vs. the same config headless (the price of the GUI).
-The Start click's own gap (it adds the live layer, whose first paint follows at once) is reported
-apart from the run. Goal: longest stall while training < 100 ms.
+The gaps are counted from the last tick before the Start click to the end of the run (the click's
+own gap is also printed). Goal: longest gap < 100 ms.
 Writes benchmarks/results/gui_responsiveness.json.
 
     xvfb-run -a .venv/bin/python benchmarks/gui_responsiveness.py [--quick] [--iterations N]
@@ -151,13 +151,13 @@ def main(argv=None) -> int:
     previews = tw.num_previews
 
     # every gap from just before the click to the end, the click's own turn included
-    # the click's gap (it adds the live layer, ~75 ms, and Qt paints it before the next tick) is
-    # reported on its own; the goal is about the run itself: every later gap until the end
+    # every gap from the last tick before the click to the end: the click's own gap is counted
+    # (and also reported on its own)
     tick_arr = np.asarray(ticks)
     before = tick_arr[tick_arr < t0]
     after = tick_arr[tick_arr >= t0]
     click_gap_ms = float((after[0] - before[-1]) * 1e3) if len(before) and len(after) else float("nan")
-    ticks = list(after)
+    ticks = list(before[-1:]) + list(after)
     gaps = np.diff(np.asarray(ticks)) * 1e3 if len(ticks) > 1 else np.zeros(1)
     stall = np.maximum(gaps - 10.0, 0.0)
     spans = handler_ms.pop("_spans")
@@ -194,12 +194,12 @@ def main(argv=None) -> int:
     }
     print(f"training {it_done} iterations (width {cfg.width}, depth {cfg.depth}, device {cfg.device}, "
           f"preview every {cfg.preview_every}) in a real viewer: {elapsed:.1f} s, {previews} live previews")
-    print(f"event loop while training (10 ms timer, {len(ticks)} ticks): longest gap {gaps.max():.1f} ms, "
+    print(f"event loop from the click to the end (10 ms timer, {len(ticks)} ticks): longest gap {gaps.max():.1f} ms, "
           f"p99 {np.percentile(gaps, 99):.1f} ms, median {np.median(gaps):.1f} ms, "
           f"gaps > 100 ms: {int(np.sum(gaps > 100.0))}")
     print(f"longest stall (gap beyond the 10 ms interval): {stall.max():.1f} ms")
-    print(f"the Start click (reported apart): its handler {start_ms:.0f} ms, the event-loop gap around it "
-          f"(handler + the new layer's first paint) {click_gap_ms:.0f} ms")
+    print(f"the Start click: its handler {start_ms:.0f} ms, the event-loop gap around it {click_gap_ms:.0f} ms "
+          f"(included above)")
     print(f"idle baseline (no training, 2 s): longest gap {idle.max():.1f} ms, "
           f"p99 {np.percentile(idle, 99):.1f} ms, median {np.median(idle):.1f} ms")
     print(f"training speed: {gui_rate:.1f} it/s in the viewer vs {bare_rate:.1f} it/s headless "
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     print(f"load average (1 min) at the end: {res['load_average_1min']:.2f} on {os.cpu_count()} cores")
     for c in culprits:
         print(f"  stall at t = {c['t_s']:.2f} s ({c['gap_ms']:.0f} ms): {', '.join(c['handlers'])}")
-    print("goal (longest gap while training < 100 ms):", "MET" if gaps.max() < 100.0 else "NOT MET")
+    print("goal (longest gap, click included, < 100 ms):", "MET" if gaps.max() < 100.0 else "NOT MET")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:

@@ -188,7 +188,7 @@ def test_training_slows_napari_spinner_and_keeps_dock_width(viewer, qtbot, wait_
     status line wraps instead of widening the dock (which would resize the canvas)."""
     from qtpy.QtWidgets import QLabel
 
-    from napari_nirmpi._napari.widgets.train import SPINNER_SPEED
+    from napari_nirmpi._napari.widgets.train import LIVE_NAME, SPINNER_SPEED
     from napari_nirmpi.nir.train import TrainConfig
     from napari_nirmpi.preprocess import build_problem
 
@@ -203,13 +203,19 @@ def test_training_slows_napari_spinner_and_keeps_dock_width(viewer, qtbot, wait_
         return {lab.movie().speed() for lab in window.findChildren(QLabel) if lab.movie() is not None}
 
     assert speeds() == {100}
+    # the live layer is made, hidden, when the problem is set (not at the click)
+    qtbot.waitUntil(lambda: LIVE_NAME in viewer.layers, timeout=10_000)
+    live = viewer.layers[LIVE_NAME]
+    assert not live.visible and live.data.shape == problem.grid.shape
     canvas = viewer.window._qt_viewer.canvas.native
     resized = []
     canvas.resized.connect(lambda *_: resized.append(canvas.size()))
     worker = train.start(config=TrainConfig(width=16, depth=1, iterations=4000, device="cpu",
-                                            early_stopping=False, val_fraction=0.0, log_every=10))
-    qtbot.waitUntil(lambda: train.state is not None and train.state.iteration >= 50, timeout=60_000)
+                                            early_stopping=False, val_fraction=0.0, log_every=10,
+                                            preview_every=20))
+    qtbot.waitUntil(lambda: train.num_previews >= 1, timeout=60_000)
     assert speeds() == {SPINNER_SPEED}
+    assert viewer.layers[LIVE_NAME] is live and live.visible
     train.info.value = "a status line far longer than the dock is wide " * 4
     qtbot.wait(100)
     assert resized == []  # status updates never resize the OpenGL canvas (a full redraw)

@@ -11,8 +11,9 @@ Why the held-out misfit and not the training misfit: the held-out frequency rows
 so fitting the noise on the training rows cannot lower their misfit; the iterate with the lowest
 held-out misfit is the cross-validation choice. Its known blind spot: a sub-voxel redistribution
 of the field (the spiral "thinning") is invisible to every row (D averages it away), so it moves
-neither misfit — see docs/benchmarks.md, "NIR beyond the paper", for how the default keeps that
-drift out of the returned iterate (a smoothing of the misfit curve and a decaying lr).
+neither misfit. The default (`OneStandardError`) therefore returns the earliest iterate the
+held-out rows cannot tell from the lowest, before most of that drift — see docs/benchmarks.md,
+"Stopping without ground truth", for the measurements behind the choice.
 """
 
 from __future__ import annotations

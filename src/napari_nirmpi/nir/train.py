@@ -172,7 +172,8 @@ class TrainState:
     """One progress report. `preview` is the current iterate's native-grid image (voxel centres,
     data units) every `preview_every` iterations, else None; the final state (stop_reason set)
     always carries the preview of the returned field. `field` is the best field so far: the
-    iterate with the lowest held-out misfit, or the latest iterate when no rows are held out."""
+    checkpoint the stopping rule picks (TrainConfig.selection), or the latest iterate when no rows
+    are held out."""
 
     iteration: int
     loss: float                     # relative data misfit on the training rows (this iteration)

@@ -70,6 +70,8 @@ class TrainWidget(Container):
         self.num_previews = 0      # live-layer updates in the current run
         self.previews_received = 0  # previews the worker sent (more than shown: throttled)
         self._started = False      # a run was started (status text then reports on it)
+        self.cfg = None            # the running (or last) run's TrainConfig
+        self._problem_info = {}    # the problem's description as of the run's start
         self.net_width = SpinBox(label="Width", value=d.width, min=4, max=4096, step=16)
         self.net_depth = SpinBox(label="Depth (hidden)", value=d.depth, min=0, max=32)
         self.omega0 = FloatSpinBox(label="ω0", value=d.omega0, min=0.1, max=1000.0, step=1.0)
@@ -121,6 +123,8 @@ class TrainWidget(Container):
         self.start_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.session.problem_changed.connect(self._update_enabled)
+        self.session.problem_changed.connect(lambda *_: QTimer.singleShot(0, self._prepare_live_layer))
+        QTimer.singleShot(0, self._prepare_live_layer)
         self._update_enabled()
 
     # -- state -----------------------------------------------------------------------------
@@ -180,8 +184,8 @@ class TrainWidget(Container):
         self._curve_size["size"] = self.curve_view.target_size()
         if self._curve_renderer is None:
             self._curve_renderer = CurveRenderer()
-        # the click adds the live layer (~60 ms); its first paint gets an event-loop turn of its own,
-        # then the progress bar opens and the thread starts (one ~190 ms freeze before)
+        # the live layer exists (hidden) since the problem was set; the progress bar opens and the
+        # thread starts one event-loop turn later (the click itself was a ~190 ms freeze before)
         self._ensure_live_layer(problem.grid)
         self.worker = start_worker(train_updates, problem, cfg, curve=self._curve_renderer,
                                    curve_size=self._curve_size, start=False,
@@ -303,35 +307,55 @@ class TrainWidget(Container):
             pbar.close()
 
     def _layer_kwargs(self, grid, extra=None):
-        params = dict(config=json_safe(self.cfg.to_dict()), problem=self._problem_info)
+        cfg = self.cfg if self.cfg is not None else self.config()
+        info = self._problem_info if self.running else dict(self.session.problem_info)
+        params = dict(config=json_safe(cfg.to_dict()), problem=info)
         params.update(extra or {})
-        src = [s for s in (self._problem_info.get("sm_path"), self._problem_info.get("meas_path")) if s]
+        src = [s for s in (info.get("sm_path"), info.get("meas_path")) if s]
         return image_layer_kwargs(LIVE_NAME, "reconstruction", grid, source=src or None,
                                   parameters=params, method="nir")
 
-    def _ensure_live_layer(self, grid):
-        """Add the live layer (blank) at Start: adding a layer builds its controls and costs the
-        GUI thread a few hundred ms, better at the click than in the middle of training."""
-        if LIVE_NAME in self.viewer.layers:
+    def _prepare_live_layer(self, *_):
+        """Add the live layer, hidden, as soon as a problem exists: adding a napari layer costs the
+        GUI thread ~75 ms plus a repaint (~150 ms in all), which at Start was the one stall of a
+        run over 100 ms. The first preview of a run makes it visible."""
+        problem = self.session.problem
+        if problem is None or self.running:
             return
-        blank = np.zeros(grid.shape, np.float32)
-        self.viewer.add_image(blank, colormap="inferno", contrast_limits=(0.0, 1.0),
-                              **self._layer_kwargs(grid))
+        try:
+            self._ensure_live_layer(problem.grid)
+        except RuntimeError:  # the viewer is closing
+            pass
+
+    def _ensure_live_layer(self, grid):
+        """The live layer on `grid`: added hidden and blank if missing, moved to `grid` if the
+        problem changed since it was made."""
+        if LIVE_NAME not in self.viewer.layers:
+            blank = np.zeros(grid.shape, np.float32)
+            self.viewer.add_image(blank, colormap="inferno", contrast_limits=(0.0, 1.0), visible=False,
+                                  **self._layer_kwargs(grid))
+            return
+        layer = self.viewer.layers[LIVE_NAME]
+        kw = self._layer_kwargs(grid)
+        if tuple(layer.data.shape) != tuple(grid.shape) or not np.allclose(layer.scale, kw["scale"]):
+            layer.data = np.zeros(grid.shape, np.float32)
+            layer.scale, layer.translate = kw["scale"], kw["translate"]
+            layer.metadata = kw["metadata"]
+            layer.visible = False
 
     def _show_preview(self, img, limits=None):
         grid = self.session.problem.grid
         if img.shape != grid.shape:
             grid = grid.with_shape(img.shape)
-        if LIVE_NAME in self.viewer.layers:
-            layer = self.viewer.layers[LIVE_NAME]
-            layer.data = img
-            if limits is not None:  # computed in the worker: no pass over the data here
-                layer.contrast_limits = limits
-            else:
-                layer.reset_contrast_limits()
+        self._ensure_live_layer(grid)
+        layer = self.viewer.layers[LIVE_NAME]
+        layer.data = img
+        if limits is not None:  # computed in the worker: no pass over the data here
+            layer.contrast_limits = limits
         else:
-            kw = {} if limits is None else {"contrast_limits": limits}
-            self.viewer.add_image(img, colormap="inferno", **kw, **self._layer_kwargs(grid))
+            layer.reset_contrast_limits()
+        if not layer.visible:
+            layer.visible = True
         self.num_previews += 1
 
     def _draw_curve(self):
