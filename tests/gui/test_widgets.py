@@ -222,3 +222,26 @@ def test_training_slows_napari_spinner_and_keeps_dock_width(viewer, qtbot, wait_
     train.stop()
     wait_worker(worker)
     assert speeds() == {100}
+
+
+def test_live_layer_follows_a_new_problem_grid(viewer, qtbot, spiral_files):
+    from napari_nirmpi import Grid, Problem
+    from napari_nirmpi._napari.widgets.train import LIVE_NAME
+    from napari_nirmpi.preprocess import build_problem
+
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Train NIR")
+    problem = build_problem(spiral_files["sm"], spiral_files["meas"])
+    train.session.set_problem(problem, problem.params)
+    qtbot.waitUntil(lambda: LIVE_NAME in viewer.layers, timeout=10_000)
+    live = viewer.layers[LIVE_NAME]
+    assert live.data.shape == problem.grid.shape
+    grid = Grid((8, 10), (0.016, 0.02))  # another grid: other shape and voxel size
+    M = 40
+    rng = np.random.default_rng(0)
+    S = (rng.normal(size=(M, grid.size)) + 1j * rng.normal(size=(M, grid.size))).astype(np.complex64)
+    small = Problem(S, S @ np.ones(grid.size, np.complex64), grid, np.arange(M, dtype=float),
+                    np.zeros(M, int), np.arange(M), params={"source": "synthetic"})
+    train.session.set_problem(small, small.params)
+    qtbot.waitUntil(lambda: viewer.layers[LIVE_NAME].data.shape == (8, 10), timeout=10_000)
+    assert viewer.layers[LIVE_NAME] is live and not live.visible
+    assert np.allclose(live.scale, grid.scale_mm)

@@ -28,7 +28,7 @@ from . import fit_dock
 
 LIVE_NAME = "NIR (training)"
 PLOT_INTERVAL = 1.0     # s between progress-bar / status updates (the curve is rendered off-thread)
-START_STAGGER_MS = 60   # the progress bar opens this long after the click, after the live layer
+START_STAGGER_MS = 60   # the progress bar opens and the thread starts this long after the click
 SPINNER_SPEED = 10      # % of normal speed for napari's activity spinner while we train
 PREVIEW_INTERVAL = 0.3  # s between live-layer updates (a napari layer refresh costs tens of ms)
 
@@ -336,8 +336,8 @@ class TrainWidget(Container):
                                   **self._layer_kwargs(grid))
             return
         layer = self.viewer.layers[LIVE_NAME]
-        kw = self._layer_kwargs(grid)
-        if tuple(layer.data.shape) != tuple(grid.shape) or not np.allclose(layer.scale, kw["scale"]):
+        if tuple(layer.data.shape) != tuple(grid.shape) or not np.allclose(layer.scale, grid.scale_mm):
+            kw = self._layer_kwargs(grid)
             layer.data = np.zeros(grid.shape, np.float32)
             layer.scale, layer.translate = kw["scale"], kw["translate"]
             layer.metadata = kw["metadata"]
