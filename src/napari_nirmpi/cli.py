@@ -36,18 +36,9 @@ def _channels(text):
 
 def _region(text, ndim):
     """'x0,x1,y0,y1[,z0,z1]' in mm -> (lower, upper) in metres, image axis order."""
-    try:
-        v = [float(t) for t in text.split(",")]
-    except ValueError:
-        raise NirmpiError(f"--region {text!r}: expected x0,x1,y0,y1 in mm") from None
-    if len(v) != 2 * ndim:
-        raise NirmpiError(f"--region needs {2 * ndim} numbers (x0,x1,y0,y1{',z0,z1' if ndim == 3 else ''}) in mm")
-    pairs = [(v[2 * i], v[2 * i + 1]) for i in range(ndim)][::-1]  # (x, y, z) -> (z, y, x)
-    lower = [min(a, b) * 1e-3 for a, b in pairs]
-    upper = [max(a, b) * 1e-3 for a, b in pairs]
-    if any(hi - lo <= 0 for lo, hi in zip(lower, upper)):
-        raise NirmpiError(f"--region {text!r}: each range must have positive width")
-    return lower, upper
+    from .grid import parse_region
+
+    return parse_region(text, ndim, what="--region")
 
 
 def write_image(path, image, grid, params=None, force=False):

@@ -168,3 +168,21 @@ def parse_shape(text: str, ndim: int | None = None, native: Sequence[int] | None
     if ndim is not None and len(parts) != ndim:
         raise NirmpiError(f"grid {text!r} has {len(parts)} axes but the system matrix has {ndim}")
     return tuple(parts)
+
+
+def parse_region(text: str, ndim: int, what: str = "region") -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """'x0,x1,y0,y1[,z0,z1]' in mm (commas or spaces; each range in either order) -> (lower, upper)
+    in metres, image axis order ((y, x) or (z, y, x)). One format for the CLI and the napari face."""
+    axes = "x0,x1,y0,y1" + (",z0,z1" if ndim == 3 else "")
+    try:
+        v = [float(t) for t in str(text).replace(",", " ").split()]
+    except ValueError:
+        v = []
+    if len(v) != 2 * ndim:
+        raise NirmpiError(f"{what} {text!r}: expected {2 * ndim} numbers {axes} in mm")
+    pairs = [(v[2 * i], v[2 * i + 1]) for i in range(ndim)][::-1]  # (x, y[, z]) -> image order
+    lower = tuple(min(a, b) * 1e-3 for a, b in pairs)
+    upper = tuple(max(a, b) * 1e-3 for a, b in pairs)
+    if any(hi - lo <= 0 for lo, hi in zip(lower, upper)):
+        raise NirmpiError(f"{what} {text!r}: each range ({axes}) must have a positive width")
+    return lower, upper

@@ -70,14 +70,17 @@ def test_preprocess_preview_follows_parameters(viewer, spiral_files):
 
 def test_parsers():
     from napari_nirmpi._napari.widgets.preprocess import parse_channels, parse_frames
-    from napari_nirmpi._napari.widgets.sample import parse_region_mm
+    from napari_nirmpi.grid import parse_region
 
     assert parse_channels("all") is None and parse_channels("0, 2") == [0, 2]
     assert parse_frames("all") is None and parse_frames("1:5") == slice(1, 5)
     assert parse_frames("0 3") == [0, 3]
-    assert parse_region_mm("-5 -4 5 4", 2) == ((-5.0, -4.0), (5.0, 4.0))
+    # the CLI's format, x0,x1,y0,y1 in mm (commas or spaces) -> metres in (y, x) order
+    assert parse_region("-5, 5, -4, 4", 2) == ((-0.004, -0.005), (0.004, 0.005))
+    assert parse_region("5 -5 4 -4", 2) == ((-0.004, -0.005), (0.004, 0.005))
+    assert parse_region("0,1,2,3,4,6", 3) == ((0.004, 0.002, 0.0), (0.006, 0.003, 0.001))
     for bad in (lambda: parse_channels("x"), lambda: parse_frames("a:b"),
-                lambda: parse_region_mm("1 2 3", 2)):
+                lambda: parse_region("1 2 3", 2), lambda: parse_region("1,1,0,2", 2)):
         with pytest.raises(NirmpiError):
             bad()
 

@@ -104,7 +104,7 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     np.testing.assert_allclose(_edges(nir), ext_gt, atol=1e-6)
     assert nir.metadata["nirmpi"]["parameters"]["shape"] == [104, 104]
     samp.region.value = "mm values"
-    samp.region_mm.value = "-5 -5 5 5"
+    samp.region_mm.value = "-5, 5, -5, 5"  # x0, x1, y0, y1 as the CLI
     samp.grid.value = "40"
     wait_worker(samp.run())
     reg = viewer.layers["NIR sample 40x40 region"]

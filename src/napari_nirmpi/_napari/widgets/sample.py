@@ -7,25 +7,12 @@ import os
 from magicgui.widgets import ComboBox, FileEdit, Label, LineEdit, PushButton
 
 from ...errors import NirmpiError
-from ...grid import parse_shape
+from ...grid import parse_region, parse_shape
 from ..layers import image_layer_kwargs, rectangle_mm, set_or_add_image, shapes_layers
 from ..workers import notify_error, start_worker
 from ._base import StepWidget
 
 REGION_FULL, REGION_SHAPES, REGION_MM = "full field of view", "Shapes rectangle", "mm values"
-
-
-def parse_region_mm(text: str, ndim: int):
-    """'y0 x0 y1 x1' (mm; 3D: z0 y0 x0 z1 y1 x1) -> (lower, upper) in mm."""
-    try:
-        v = [float(p) for p in str(text).replace(",", " ").split()]
-    except ValueError:
-        v = []
-    if len(v) != 2 * ndim:
-        axes = "z y x" if ndim == 3 else "y x"
-        raise NirmpiError(f"region {text!r}: expected {2 * ndim} numbers in mm: lower ({axes}) then "
-                          f"upper ({axes})")
-    return tuple(v[:ndim]), tuple(v[ndim:])
 
 
 class SampleWidget(StepWidget):
@@ -39,7 +26,8 @@ class SampleWidget(StepWidget):
         self.region = ComboBox(label="Region", choices=[REGION_FULL, REGION_SHAPES, REGION_MM],
                                value=REGION_FULL)
         self.shapes = ComboBox(label="Shapes layer", choices=self._shapes_choices, nullable=True)
-        self.region_mm = LineEdit(label="Region (mm)", value="", tooltip="y0 x0 y1 x1 (lower then upper)")
+        self.region_mm = LineEdit(label="Region (mm)", value="",
+                                  tooltip="x0, x1, y0, y1 (3D: then z0, z1), as nirmpi sample --region")
         self.sample_button = PushButton(text="Sample")
         self.load_file = FileEdit(label="Checkpoint", mode="r", filter="*.pt")
         self.load_button = PushButton(text="Load field")
@@ -98,9 +86,8 @@ class SampleWidget(StepWidget):
             return None
         if self.region.value == REGION_SHAPES:
             lo, hi = rectangle_mm(self.shapes.value, ndim)
-        else:
-            lo, hi = parse_region_mm(self.region_mm.value, ndim)
-        return tuple(v * 1e-3 for v in lo), tuple(v * 1e-3 for v in hi)
+            return tuple(v * 1e-3 for v in lo), tuple(v * 1e-3 for v in hi)
+        return parse_region(self.region_mm.value, ndim)
 
     def run(self, *_):
         try:
