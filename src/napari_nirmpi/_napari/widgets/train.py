@@ -202,15 +202,21 @@ class TrainWidget(Container):
         processEvents inside): build and drop one when the dock opens, not at the first Start."""
         from napari.utils import progress
 
-        progress(total=1, desc="warm-up").close()
+        try:
+            progress(total=1, desc="warm-up").close()
+        except Exception:  # noqa: BLE001 - only a warm-up: the viewer may be closing already
+            pass
 
     def _launch(self, worker, total):
         from napari.utils import progress
 
         if worker is not self.worker:
             return
-        self._pbar = progress(total=total, desc="NIR training")
-        self._slow_spinner(True)
+        try:
+            self._pbar = progress(total=total, desc="NIR training")
+            self._slow_spinner(True)
+        except RuntimeError:  # the viewer is closing: train anyway, the caller waits for the worker
+            self._pbar = None
         worker.start()
 
     def _slow_spinner(self, slow: bool):
