@@ -190,3 +190,91 @@ def test_train_one_se_returns_that_checkpoint():
 def test_config_rejects_unknown_selection():
     with pytest.raises(NirmpiError, match="selection"):
         train(_problem(), TrainConfig(selection="median")).__next__()
+
+
+def _run_with_blowup(cfg, at=50):
+    """Train, wrecking the live weights once right after iteration `at` (a stand-in for an Adam
+    overshoot); returns the states."""
+    out = []
+    for st in train(_problem(seed=2, noise=0.0), cfg):
+        out.append(st)
+        if st.iteration == at and st.stop_reason is None:
+            with torch.no_grad():
+                for p in st.current_field().network.parameters():
+                    p.mul_(-7.0)
+    return out
+
+
+def test_spike_guard_rolls_back_a_spike_and_says_so():
+    kw = dict(iterations=120, lr=1e-3, lr_schedule="constant", val_every=10, val_fraction=0.2,
+              early_stopping=False, **SMALL)
+    free = _run_with_blowup(TrainConfig(spike_guard=0.0, **kw))
+    v = {s.iteration: s.val_loss for s in free}
+    assert v[60] > 3 * v[50]  # without the guard the wrecked weights show in the held-out misfit
+    guarded = _run_with_blowup(TrainConfig(spike_guard=3.0, **kw))
+    g = {s.iteration: s for s in guarded}
+    assert g[60].val_loss == g[50].val_loss  # the spiked check is discarded, not reported
+    assert g[70].lr == pytest.approx(5e-4) and g[50].lr == pytest.approx(1e-3)  # and the lr halved
+    assert g[120].val_loss < 3 * g[50].val_loss
+    assert "spike guard: 1 loss spike(s) rolled back" in guarded[-1].stop_reason
+    # the rollback restored the weights of the check before the spike: they train on from there
+    ref = list(train(_problem(seed=2, noise=0.0), TrainConfig(spike_guard=3.0, **{**kw, "iterations": 50})))[-1]
+    assert g[50].val_loss == pytest.approx(ref.val_loss)
+
+
+def test_spike_guard_is_silent_on_a_smooth_run():
+    prob = _problem(seed=2, noise=0.0)
+    cfg = TrainConfig(iterations=60, lr=1e-3, val_every=10, val_fraction=0.2, early_stopping=False,
+                      spike_guard=3.0, **SMALL)
+    last = list(train(prob, cfg))[-1]
+    assert last.stop_reason == "max iterations"
+
+
+# rows weighted by the system matrix's SNR
+
+def _with_snr(prob, snr, u=None):
+    import dataclasses
+    return dataclasses.replace(prob, snr=np.asarray(snr, dtype=np.float64), u=prob.u if u is None else u)
+
+
+def _weights_of(state):
+    return state.field.network.state_dict()
+
+
+def test_snr_weight_ignores_rows_without_signal():
+    # rows with SNR 0 get weight 0: whatever they hold cannot change the fit
+    prob = _problem(seed=5, noise=0.01)
+    snr = np.full(prob.num_rows, 1e6)
+    snr[::7] = 0.0
+    junk = prob.u.copy()
+    junk[::7] = 1e3 * (1 + 1j)
+    cfg = TrainConfig(iterations=40, val_every=10, val_fraction=0.2, early_stopping=False, **SMALL)
+    a = list(train(_with_snr(prob, snr), cfg))[-1]
+    b = list(train(_with_snr(prob, snr, junk), cfg))[-1]
+    wa, wb = _weights_of(a), _weights_of(b)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    # unweighted, the junk rows do change it
+    c = list(train(_with_snr(prob, snr, junk), TrainConfig(**{**cfg.to_dict(), "snr_weight": None})))[-1]
+    wc = _weights_of(c)
+    assert not all(torch.allclose(wa[k], wc[k], atol=1e-3) for k in wa)
+
+
+def test_snr_weight_with_equal_snr_changes_nothing():
+    # a common factor on S and u leaves the relative misfit, and so the training, unchanged
+    prob = _problem(seed=6, noise=0.01)
+    cfg = TrainConfig(iterations=40, val_every=10, val_fraction=0.2, early_stopping=False, **SMALL)
+    a = list(train(_with_snr(prob, np.full(prob.num_rows, 7.0)), cfg))[-1]
+    b = list(train(prob, TrainConfig(**{**cfg.to_dict(), "snr_weight": None})))[-1]
+    wa, wb = _weights_of(a), _weights_of(b)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+    assert a.val_loss == pytest.approx(b.val_loss, rel=1e-3)
+
+
+def test_defaults_weight_rows_and_guard_spikes_but_paper_does_not():
+    d, p = TrainConfig(), TrainConfig.paper()
+    assert d.snr_weight is not None and d.spike_guard > 1
+    assert p.snr_weight is None and p.spike_guard == 0
+    with pytest.raises(NirmpiError, match="snr_weight"):
+        train(_problem(), TrainConfig(snr_weight=-1.0)).__next__()
+    with pytest.raises(NirmpiError, match="spike_guard"):
+        train(_problem(), TrainConfig(spike_guard=0.5)).__next__()
