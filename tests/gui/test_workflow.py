@@ -86,12 +86,14 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     # Stop mid-run keeps the best field
     train.iterations.value = 100_000
     train.preview_every.value = 10
+    first = worker
     worker = train.start()
+    assert worker is not None and worker is not first, "Start did not start a second run"
     qtbot.waitUntil(lambda: train.num_previews >= 2, timeout=60_000)
     train.stop()
     wait_worker(worker, timeout=30_000)
     assert train.state.iteration < 100_000
-    assert len(train.session.fields) == 2
+    assert len(train.session.fields) == 2, (list(train.session.fields), train.info.value, notifications)
     assert "stopped by user" in train.info.value
 
     # -- Sample the first field at 104², and a sub-region from mm numbers
