@@ -497,12 +497,14 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
             else:
                 val_loss = new_val
             if not spike and math.isfinite(val_loss):
+                # one snapshot of the evaluated weights serves the guard and the rule's history
+                eval_sd = _clone_state(eval_net) if (cfg.spike_guard > 0 or wants_rows) else None
                 if cfg.spike_guard > 0:
-                    last_good = (val_loss, _clone_state(net), copy.deepcopy(opt.state_dict()),
-                                 _clone_state(ema_net) if ema_net is not None else None)
+                    last_good = (val_loss, eval_sd if eval_net is net else _clone_state(net),
+                                 copy.deepcopy(opt.state_dict()), eval_sd if ema_net is not None else None)
                 tl = loss_val if loss_val is not None else float(data)
                 if wants_rows:
-                    history[it] = (_clone_state(eval_net), val_loss)
+                    history[it] = (eval_sd, val_loss)
                     chosen, stop = rule.update(it, val_loss, tl, residuals=per_row.double().cpu().numpy())
                     if chosen != best_it and chosen in history:
                         best_it = int(chosen)
