@@ -40,8 +40,8 @@ NOISES = ("low", "medium", "high")
 _MM = 1e-3
 
 _VARIANTS = {  # held-out phantom placement (the tune half uses the defaults)
-    "spiral": {"name": "spiral", "rotation": 1.0},
-    "point": {"name": "point", "center": (-1.7 * _MM, 4.3 * _MM)},
+    "spiral": {"name": "spiral", "params": {"rotation": 1.0}},
+    "point": {"name": "point", "params": {"center": (-1.7 * _MM, 4.3 * _MM)}},
 }
 
 

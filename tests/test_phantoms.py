@@ -95,6 +95,8 @@ def test_bad_specs_raise():
         make_phantom("banana")
     with pytest.raises(NirmpiError, match="unknown parameter"):
         phantom_from_dict({"name": "spiral", "params": {"colour": 1}})
+    with pytest.raises(NirmpiError, match="go under 'params'"):   # not silently the default spiral
+        phantom_from_dict({"name": "spiral", "rotation": 1.0})
     with pytest.raises(NirmpiError):
         phantom_from_dict({"params": {}})
     with pytest.raises(NirmpiError):

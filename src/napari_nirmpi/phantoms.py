@@ -370,6 +370,10 @@ def phantom_from_dict(d: dict) -> Phantom:
     if not isinstance(d, dict) or "name" not in d:
         raise NirmpiError(f"phantom spec must be a dict with a 'name', got {d!r}")
     name = d["name"]
+    extra = sorted(set(d) - {"name", "params"})
+    if extra:  # a parameter beside "params" would otherwise be dropped without a word
+        raise NirmpiError(f"phantom spec: unknown key(s) {extra}: parameters go under 'params', "
+                          f"e.g. {{'name': {name!r}, 'params': {{{extra[0]!r}: ...}}}}")
     if name not in PHANTOMS:
         raise NirmpiError(f"phantom spec: unknown phantom {name!r}: expected one of {', '.join(PHANTOMS)}")
     cls = PHANTOMS[name]
