@@ -165,6 +165,15 @@ def test_baseline_all_frames_runs_batch_and_opens_store(make_napari_viewer_proxy
     series_layers = [ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "reconstruction_series"]
     assert len(series_layers) == 1
     assert series_layers[0].metadata["nirmpi"]["parameters"]["method_kwargs"]["iterations"] == 3
+    # the final update reaching the GUI after `finished` still opens the store (once seen under load)
+    final = base.series.last_update
+    assert final.done
+    viewer.layers.remove(series_layers[0])
+    base.series.last_update = type(final)(FRAMES - 1, FRAMES)
+    base.series._finished()
+    assert "stopped" in base.info.value
+    base.series._on_update(final)
+    assert base.series.layer in viewer.layers and f"{FRAMES} frames" in base.info.value
 
 
 def test_train_all_frames_nir_series(make_napari_viewer_proxy, wait_worker, bolus, tmp_path,

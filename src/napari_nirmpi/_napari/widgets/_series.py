@@ -132,6 +132,9 @@ class SeriesOption:
 
     def _on_update(self, upd):
         self.last_update = upd
+        if upd.done and self.worker is not None and self.worker.done():
+            self._completed(upd.result)   # the final update came after `finished` (seen once under load)
+            return
         if self.pbar is None and not upd.done:
             from napari.utils import progress
 
@@ -150,17 +153,24 @@ class SeriesOption:
         self.owner.info.value = "series failed (see notification)"
         notify_error(exc)
 
+    def _completed(self, res):
+        self._close_progress()
+        self.layer = self.open_store(res.path)
+        msg = f"series: {res.frames_total} frames → {Path(res.path).name}"
+        if res.failed_frames:
+            msg += f" ({len(res.failed_frames)} failed)"
+        self.owner.info.value = msg
+        update = getattr(self.owner, "_update_enabled", None)
+        if update is not None:
+            update()
+
     def _finished(self):
         self._close_progress()
         upd = self.last_update
         if upd is not None and upd.done and upd.result is not None:
-            res = upd.result
-            self.layer = self.open_store(res.path)
-            msg = f"series: {res.frames_total} frames → {Path(res.path).name}"
-            if res.failed_frames:
-                msg += f" ({len(res.failed_frames)} failed)"
-            self.owner.info.value = msg
-        elif upd is not None and not upd.done and "failed" not in str(self.owner.info.value):
+            self._completed(upd.result)
+            return
+        if upd is not None and not upd.done and "failed" not in str(self.owner.info.value):
             self.owner.info.value = (f"series stopped at {upd.frames_done}/{upd.frames_total} frames; "
                                      "run again without 'replace' to resume")
         update = getattr(self.owner, "_update_enabled", None)
