@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_nirmpi import Grid, Problem, TrainingError
+from napari_nirmpi.errors import NirmpiError
 from napari_nirmpi.nir import Field, Siren, TrainConfig, ValidationPatience, build_network, train
 from napari_nirmpi.nir.train import estimate_scale, fit, pool
 
@@ -296,3 +297,19 @@ def test_config_presets_and_validation():
     for bad in (dict(sampling="random"), dict(lr=-1.0), dict(val_fraction=1.0), dict(device="tpu")):
         with pytest.raises(Exception):
             TrainConfig(**bad).validate()
+
+
+def test_l1_weight_empties_the_background_and_is_validated():
+    # a sparsity term takes concentration out of voxels the object does not occupy; the fit of the
+    # object itself stays (same run without it for comparison)
+    prob, truth = make_problem(noise=0.05)
+    cfg = dict(iterations=300, lr=3e-3, omega0=10, early_stopping=False, val_fraction=0.0, **SMALL)
+    plain = list(train(prob, TrainConfig(**cfg)))[-1].preview
+    sparse = list(train(prob, TrainConfig(**cfg, l1_weight=1.0)))[-1].preview
+    empty = truth == 0
+    assert np.abs(sparse[empty]).sum() < 0.7 * np.abs(plain[empty]).sum()
+    assert np.corrcoef(sparse.ravel(), truth.ravel())[0, 1] > 0.9
+    assert TrainConfig().l1_weight == 0.0 and TrainConfig.paper().l1_weight == 0.0
+    for name in ("l1_weight", "tv_weight"):
+        with pytest.raises(NirmpiError, match=name):
+            TrainConfig(**{name: -0.1}).validate()
