@@ -305,9 +305,9 @@ def test_l1_weight_empties_the_background_and_is_validated():
     prob, truth = make_problem(noise=0.05)
     cfg = dict(iterations=300, lr=3e-3, omega0=10, early_stopping=False, val_fraction=0.0, **SMALL)
     plain = list(train(prob, TrainConfig(**cfg)))[-1].preview
-    sparse = list(train(prob, TrainConfig(**cfg, l1_weight=1.0)))[-1].preview
+    sparse = list(train(prob, TrainConfig(**cfg, l1_weight=0.3)))[-1].preview
     empty = truth == 0
-    assert np.abs(sparse[empty]).sum() < 0.7 * np.abs(plain[empty]).sum()
+    assert np.abs(sparse[empty]).sum() < 0.5 * np.abs(plain[empty]).sum()
     assert np.corrcoef(sparse.ravel(), truth.ravel())[0, 1] > 0.9
     assert TrainConfig().l1_weight == 0.0 and TrainConfig.paper().l1_weight == 0.0
     for name in ("l1_weight", "tv_weight"):

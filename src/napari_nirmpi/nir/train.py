@@ -119,8 +119,8 @@ class TrainConfig:
         no held-out rows, no early stopping, linear output, unweighted rows, no spike guard."""
         kw = dict(network="siren", width=256, depth=3, omega0=30.0, hidden_omega0=30.0,
                   positive=None, lr=1e-4, lr_schedule="constant", iterations=70_000, max_scale=5,
-                  sampling="grid", early_stopping=False, val_fraction=0.0, ema=0.0, tv_weight=0.0, l1_weight=0.0,
-                  normalize=True, snr_weight=None, spike_guard=0.0)
+                  sampling="grid", early_stopping=False, val_fraction=0.0, ema=0.0, tv_weight=0.0,
+                  l1_weight=0.0, normalize=True, snr_weight=None, spike_guard=0.0)
         kw.update(overrides)
         return cls(**kw)
 
