@@ -132,7 +132,7 @@ class SeriesOption:
 
     def _on_update(self, upd):
         self.last_update = upd
-        if upd.done and self.worker is not None and self.worker.done():
+        if upd.done and upd.result is not None and self.worker is not None and self.worker.done():
             self._completed(upd.result)   # the final update came after `finished` (seen once under load)
             return
         if self.pbar is None and not upd.done:
@@ -160,6 +160,9 @@ class SeriesOption:
         if res.failed_frames:
             msg += f" ({len(res.failed_frames)} failed)"
         self.owner.info.value = msg
+        self._refresh_owner()
+
+    def _refresh_owner(self):
         update = getattr(self.owner, "_update_enabled", None)
         if update is not None:
             update()
@@ -173,9 +176,7 @@ class SeriesOption:
         if upd is not None and not upd.done and "failed" not in str(self.owner.info.value):
             self.owner.info.value = (f"series stopped at {upd.frames_done}/{upd.frames_total} frames; "
                                      "run again without 'replace' to resume")
-        update = getattr(self.owner, "_update_enabled", None)
-        if update is not None:
-            update()
+        self._refresh_owner()
 
     def open_store(self, path):
         """Open the store through the plugin's reader (replacing an older layer of it)."""
