@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -72,9 +73,10 @@ def run_demo(outdir="demo-out", *, quick=False, device="auto", seed=0):
             ax.set_xlabel("x / mm", fontsize=8)
             ax.set_ylabel("y / mm", fontsize=8)
             ax.tick_params(labelsize=7)
-    fig.suptitle(f"Simulated spiral: Kaczmarz-ℓ2 (150 sweeps, λ=0.5) vs NIR (default preset; field of "
-                 f"iteration {state.best_iteration}, training ended at {state.iteration}: {state.stop_reason})",
-                 fontsize=9)
+    # the stop reason runs to a few hundred characters: wrap it to the figure's width
+    fig.suptitle(textwrap.fill(f"Simulated spiral: Kaczmarz-ℓ2 (150 sweeps, λ=0.5) vs NIR (default preset; "
+                               f"field of iteration {state.best_iteration}, training ended at "
+                               f"{state.iteration}: {state.stop_reason})", 150), fontsize=9)
     fig_path = os.path.join(outdir, "comparison.png")
     fig.savefig(fig_path, dpi=110)
     plt.close(fig)
