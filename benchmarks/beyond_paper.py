@@ -18,7 +18,9 @@ Time: training wall time until the rule stopped it, minus the benchmark's own or
     python benchmarks/beyond_paper.py --tables benchmarks/results/beyond_paper.json  # docs tables
 
 Writes benchmarks/results/beyond_paper.{txt,json} (--quick: beyond_paper_quick.*) and
-docs/images/beyond_*.png (not with --quick).
+docs/images/beyond_*.png (not with --quick). An exploration run with --config '{"operator": "cubic"}'
+(JSON overrides of TrainConfig()) writes beyond_paper_config.* and its pictures beside them instead,
+so the docs keep showing the default; --out STEM names the files.
 """
 
 from __future__ import annotations
@@ -228,7 +230,8 @@ def main(argv=None):
     if a.quick:
         cs = cs[:2] if not a.cases else cs
         cfg = TrainConfig(**{**cfg.to_dict(), "iterations": 200})
-    stem = Path(a.out) if a.out else ROOT / f"benchmarks/results/beyond_paper{'_quick' if a.quick else ''}"
+    default_stem = "beyond_paper" + ("_quick" if a.quick else "") + ("_config" if a.config else "")
+    stem = Path(a.out) if a.out else ROOT / f"benchmarks/results/{default_stem}"
     log = Tee()
     log(f"# NIR beyond the paper — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     log(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
@@ -260,13 +263,16 @@ def main(argv=None):
     Path(str(stem) + ".json").write_text(json.dumps(out, default=float))
     Path(str(stem) + ".txt").write_text(log.buf.getvalue())
     if not a.quick and len(results) >= 4:
+        # the docs' pictures show the default; an exploration run (--config/--out) draws beside its results
+        pics = (lambda name: ROOT / f"docs/images/beyond_{name}.png") if not (a.config or a.out) else \
+            (lambda name: Path(f"{stem}_{name}.png"))
         pick = {}
         for r in results:
             pick.setdefault(r["split"], []).append(r)
         for split, rs in pick.items():
             sel = [r for r in rs if "-high" in r["case"]] + [r for r in rs if "-low" in r["case"]]
-            figure(images, [(r["case"], r) for r in sel], ROOT / f"docs/images/beyond_{split}.png")
-        trace_figure(results, ROOT / "docs/images/beyond_traces.png")
+            figure(images, [(r["case"], r) for r in sel], pics(split))
+        trace_figure(results, pics("traces"))
     Path(str(stem) + ".partial.json").unlink(missing_ok=True)
     print(f"wrote {stem}.txt/.json")
 
