@@ -18,9 +18,9 @@ Time: training wall time until the rule stopped it, minus the benchmark's own or
     python benchmarks/beyond_paper.py --tables benchmarks/results/beyond_paper.json  # docs tables
 
 Writes benchmarks/results/beyond_paper.{txt,json} (--quick: beyond_paper_quick.*) and
-docs/images/beyond_*.png (not with --quick). An exploration run with --config '{"operator": "cubic"}'
-(JSON overrides of TrainConfig()) writes beyond_paper_config.* and its pictures beside them instead,
-so the docs keep showing the default; --out STEM names the files.
+docs/images/beyond_*.png (not with --quick). An exploration run, --config '{"operator": "cubic"}'
+(JSON overrides of TrainConfig()), writes beyond_paper_config.* and its pictures beside them
+instead, so the docs keep showing the default; --out STEM names the files.
 """
 
 from __future__ import annotations
@@ -263,9 +263,13 @@ def main(argv=None):
     Path(str(stem) + ".json").write_text(json.dumps(out, default=float))
     Path(str(stem) + ".txt").write_text(log.buf.getvalue())
     if not a.quick and len(results) >= 4:
-        # the docs' pictures show the default; an exploration run (--config/--out) draws beside its results
-        pics = (lambda name: ROOT / f"docs/images/beyond_{name}.png") if not (a.config or a.out) else \
-            (lambda name: Path(f"{stem}_{name}.png"))
+        # the docs' pictures show the default; an exploration run (--config/--out) draws
+        # beside its results
+        explore = bool(a.config or a.out)
+
+        def pics(name):
+            return Path(f"{stem}_{name}.png") if explore else ROOT / f"docs/images/beyond_{name}.png"
+
         pick = {}
         for r in results:
             pick.setdefault(r["split"], []).append(r)

@@ -84,12 +84,13 @@ class TrainConfig:
     # sampling (the operator D)
     max_scale: int = 3                  # s ∈ 1..3: 2.3× fewer points per step than the paper's 5;
                                         # spiral 104²: 18.0 dB at 2000 it vs 18.5 dB (s ≤ 5, 3000 it)
-    operator: str = "pool"              # D for "grid": "pool" = the paper's mean of each voxel's s^ndim block
-                                        # (the system matrix held constant over a voxel) | "cubic" = the
-                                        # adjoint of cubic interpolation (the system matrix interpolated to
-                                        # the fine grid): forward-model error for an off-centre dot 0.4 %
-                                        # vs 2.6 %, tune half +0.2 dB, but the held-out half and the 3D
-                                        # case do not gain: not the default (docs/benchmarks.md)
+    operator: str = "pool"              # D for "grid": "pool" = the paper's block mean
+                                        # (S held constant over a voxel) | "cubic" =
+                                        # the adjoint of cubic interpolation (S
+                                        # interpolated to the fine grid): model error
+                                        # for an off-centre dot 0.4 % vs 2.6 %, tune
+                                        # half +0.2 dB, but no gain on the held-out
+                                        # half or in 3D: not the default
     sampling: str = "grid"              # "grid" (s-fold grid + average pool) | "jitter" (3× faster on
                                         # CPU but measured 3.5 dB worse on the spiral: not the default)
     jitter_points: int = 4              # points per native voxel for "jitter"
@@ -268,10 +269,10 @@ def pool(fine: torch.Tensor, shape: tuple[int, ...], s: int) -> torch.Tensor:
 
 
 def cubic_adjoint_matrix(n: int, s: int) -> torch.Tensor:
-    """(n, n·s) matrix Uᵀ/s of 1D cubic interpolation U from n voxel centres to the n·s centres of
-    an s-fold finer grid (torch's bicubic kernel, a = -0.75, edges clamped). Applied along every
-    axis it maps a fine image to native voxel values that `S` sees as S·Uᵀ/s^ndim: the system
-    matrix interpolated to the fine grid rather than held constant over each voxel (`pool`)."""
+    """(n, n·s) matrix Uᵀ/s of 1D cubic interpolation U from n voxel centres to the n·s
+    centres of an s-fold finer grid (torch's bicubic kernel, a = -0.75, edges clamped). Applied
+    along every axis it maps a fine image to the native values that `S` sees, S·Uᵀ/s^ndim: the
+    system matrix interpolated to the fine grid rather than held constant over each voxel."""
     eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, 1, n)
     up = F.interpolate(eye, size=(1, n * s), mode="bicubic", align_corners=False)
     return (up.reshape(n, n * s) / s).float()
@@ -424,7 +425,7 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
 
     cubic_mats: dict[int, list[torch.Tensor]] = {}
 
-    def reduce(vals: torch.Tensor, s: int) -> torch.Tensor:
+    def to_native(vals: torch.Tensor, s: int) -> torch.Tensor:
         if cfg.operator == "pool" or s == 1:
             return pool(vals, shape, s)
         if s not in cubic_mats:
@@ -440,7 +441,7 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
             c = vals.mean(0)
             return c, c.reshape(shape)
         vals = model(coords_for(s))
-        return reduce(vals, s), vals.reshape([n * s for n in shape])
+        return to_native(vals, s), vals.reshape([n * s for n in shape])
 
     def misfit(c, A, b, bnorm):
         r = A @ c - b
