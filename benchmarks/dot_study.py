@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,6 +27,7 @@ import suite  # noqa: E402
 
 from napari_nirmpi.metrics import psnr, ssim  # noqa: E402
 from napari_nirmpi.nir import TrainConfig, fit, train  # noqa: E402
+from napari_nirmpi.nir.train import split_rows  # noqa: E402
 from napari_nirmpi.resample import upsample  # noqa: E402
 from napari_nirmpi.sample import sample  # noqa: E402
 from napari_nirmpi.simulate import Particles, simulate_case  # noqa: E402
@@ -99,11 +99,7 @@ def rows90() -> None:
         sim = case.simulate()
         prob, gt = sim.problem(), sim.ground_truth(SHAPE)
         b = suite.baselines(case, sim, prob)["tuned"]
-        M = prob.S.shape[0]
-        cfg = TrainConfig()
-        rng = np.random.default_rng(cfg.seed)  # the draw train() makes
-        n_val = int(round(cfg.val_fraction * M))
-        tr = np.sort(rng.permutation(M)[n_val:])
+        _, tr = split_rows(prob.S.shape[0], TrainConfig())  # the rows train() fits
         t = tune_kaczmarz(prob.S[tr], prob.u[tr], gt, prob.grid, SHAPE, lambdas=suite.LAMBDAS,
                           sweeps=suite.SWEEPS)
         log(f"{case.name:28s} all rows {b['psnr104']:.2f}/{b['ssim104']:.3f}  90 % rows "

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from napari_nirmpi import Grid, Problem, TrainingError
 from napari_nirmpi.errors import NirmpiError
 from napari_nirmpi.nir import Field, Siren, TrainConfig, ValidationPatience, build_network, train
-from napari_nirmpi.nir.train import cubic_adjoint_matrix, cubic_pool, estimate_scale, fit, pool
+from napari_nirmpi.nir.train import (cubic_adjoint_matrix, cubic_pool, estimate_scale, fit, pool,
+                                     split_rows)
 
 
 def make_problem(n=10, M=300, noise=0.01, seed=0, ndim=2):
@@ -173,6 +174,15 @@ def test_cubic_operator_models_an_off_centre_point_better_than_pooling():
         u = S @ c.double().numpy()
         errs[name] = np.linalg.norm(u[rows] - m[rows]) / np.linalg.norm(m[rows])
     assert errs["cubic"] < 0.3 * errs["pool"], errs
+
+
+def test_split_rows_is_seeded_and_disjoint():
+    val, tr = split_rows(466, TrainConfig())
+    assert len(val) == 47 and len(tr) == 419 and not set(val) & set(tr)
+    assert np.array_equal(np.sort(np.concatenate([val, tr])), np.arange(466))
+    assert np.array_equal(split_rows(466, TrainConfig())[0], val)
+    assert not np.array_equal(split_rows(466, TrainConfig(seed=1))[0], val)
+    assert len(split_rows(466, TrainConfig(val_fraction=0.0))[0]) == 0
 
 
 def test_estimate_scale_is_units_free():

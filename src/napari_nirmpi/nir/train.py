@@ -39,7 +39,7 @@ from .field import Field, build_network
 from .stopping import OneStandardError, StoppingRule, TrackBest, ValidationPatience
 
 __all__ = ["TrainConfig", "TrainState", "train", "fit", "StoppingRule", "ValidationPatience",
-           "resolve_device", "pool", "estimate_scale"]
+           "resolve_device", "pool", "estimate_scale", "split_rows"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +289,16 @@ def cubic_pool(fine: torch.Tensor, shape: tuple[int, ...], s: int,
     return img.reshape(-1)
 
 
+def split_rows(M: int, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out rows, training rows) of M, sorted: val_fraction of them, drawn with cfg.seed (the
+    same seed draws the same split)."""
+    n_val = int(round(cfg.val_fraction * M)) if cfg.val_fraction > 0 else 0
+    if n_val and M - n_val < 1:
+        n_val = 0
+    perm = np.random.default_rng(cfg.seed).permutation(M)
+    return np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+
 def _real_rows(S: np.ndarray, u: np.ndarray, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
     A = S[rows]
     Sr = np.concatenate([A.real, A.imag], axis=0).astype(np.float32)
@@ -370,12 +380,8 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
             S, u = S * w[:, None].astype(np.float32), u * w.astype(np.float32)
 
     # held-out rows (seeded; the same seed draws the same split)
-    rng = np.random.default_rng(cfg.seed)
-    n_val = int(round(cfg.val_fraction * M)) if cfg.val_fraction > 0 else 0
-    if n_val and M - n_val < 1:
-        n_val = 0
-    perm = rng.permutation(M)
-    val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    val_rows, train_rows = split_rows(M, cfg)
+    n_val = len(val_rows)
     scale_seq = np.random.default_rng([cfg.seed, 1])
 
     S_t, u_t = _real_rows(S, u, train_rows, device)
