@@ -28,3 +28,23 @@ def test_heldout_phantoms_are_moved():
         b = make_phantom(by_name[f"{ph}-medium-20nm-relax"].phantom).render(g)
         assert np.abs(a - b).max() > 0.5, ph
         assert abs(a.sum() - b.sum()) < 0.05 * a.sum(), ph   # same object, other placement
+
+
+def test_unseen_cases_differ_from_every_suite_case():
+    # benchmarks/unseen.py checks that the default carries over; a case equal to a suite case
+    # (same grid, FOV, particles, noise and object) would check nothing new
+    import unseen
+
+    g = Grid((104, 104), (0.029, 0.029))
+
+    def key(grid, fov, core, tau, noise, phantom):
+        img = make_phantom(phantom).render(g)
+        return (grid, fov, core, tau, str(noise), img.tobytes())
+
+    suite_keys = {key(29, None, c.core_diameter, c.relaxation_time, c.noise, c.phantom) for c in suite.cases()}
+    assert len(unseen.CASES) == 8
+    for name, kw in unseen.CASES.items():
+        p = kw.get("particles")
+        k = key(kw.get("grid", 29), kw.get("fov"), p.core_diameter if p else 25e-9,
+                p.relaxation_time if p else 0.0, kw["noise"], kw["phantom"])
+        assert k not in suite_keys, name
