@@ -35,6 +35,9 @@ def test_unseen_cases_differ_from_every_suite_case():
     # (same grid, FOV, particles, noise and object) would check nothing new
     import unseen
 
+    from napari_nirmpi.simulate import Particles
+
+    default = Particles()
     g = Grid((104, 104), (0.029, 0.029))
 
     def key(grid, fov, core, tau, noise, phantom):
@@ -44,7 +47,6 @@ def test_unseen_cases_differ_from_every_suite_case():
     suite_keys = {key(29, None, c.core_diameter, c.relaxation_time, c.noise, c.phantom) for c in suite.cases()}
     assert len(unseen.CASES) == 8
     for name, kw in unseen.CASES.items():
-        p = kw.get("particles")
-        k = key(kw.get("grid", 29), kw.get("fov"), p.core_diameter if p else 25e-9,
-                p.relaxation_time if p else 0.0, kw["noise"], kw["phantom"])
+        p = kw.get("particles", default)
+        k = key(kw.get("grid", 29), kw.get("fov"), p.core_diameter, p.relaxation_time, kw["noise"], kw["phantom"])
         assert k not in suite_keys, name
