@@ -125,3 +125,24 @@ def test_demo_quick_writes_figure_and_metrics(tmp_path):
     assert [r["grid"] for r in m["rows"]] == ["29x29", "54x54", "79x79", "104x104"]
     assert all(np.isfinite(r["nir_psnr"]) and np.isfinite(r["kaczmarz_psnr"]) for r in m["rows"])
     assert {"sm.mdf", "meas.mdf", "phantom.npy"} <= set(os.listdir(tmp_path))
+
+
+def test_reconstruct_nir_options_reach_the_field(data, tmp_path, capsys):
+    from napari_nirmpi.nir.checkpoint import load
+
+    field = tmp_path / "cubic.pt"
+    base = ["reconstruct", "--sm", str(data / "sm.mdf"), "--meas", str(data / "meas.mdf")]
+    assert main(base + ["--method", "nir", "--iterations", "20", "--device", "cpu", "--operator", "cubic",
+                        "--l1", "0.1", "--checkpoint", str(field), "--output", str(tmp_path / "c.npy")]) == 0
+    cfg = load(field).config
+    assert cfg["operator"] == "cubic" and cfg["l1_weight"] == pytest.approx(0.1)
+    capsys.readouterr()
+    # NIR-only options are refused for Kaczmarz, and a bad weight is a one-line error (exit 2)
+    assert main(base + ["--operator", "cubic", "--output", str(tmp_path / "k.npy")]) == 2
+    assert "--operator applies to --method nir only" in capsys.readouterr().err
+    assert main(base + ["--method", "nir", "--l1", "-1", "--output", str(tmp_path / "n.npy")]) == 2
+    assert "l1_weight" in capsys.readouterr().err
+    assert not (tmp_path / "k.npy").exists() and not (tmp_path / "n.npy").exists()
+    assert main(["batch", "--sm", str(data / "sm.mdf"), "--meas", str(data / "meas.mdf"), "--method", "kaczmarz",
+                 "--l1", "0.1", "--output", str(tmp_path / "s.zarr")]) == 2
+    assert "--l1 applies to --method nir only" in capsys.readouterr().err

@@ -290,6 +290,7 @@ def nir_configs(method_kwargs: dict, device: str = "auto"):
     if "device" in names:
         kw["device"] = device
     cold = TrainConfig(**kw)
+    cold.validate()  # on the client, before any task runs
     # Defaults measured on the bolus phantom (benchmarks/batch.py, docs/scaling.md): from the
     # previous frame's field, 1/16 of the cold budget at lr/10 matched the cold PSNR; the cold lr
     # (1e-3) throws the converged field away again (worse PSNR the longer it runs).

@@ -122,10 +122,20 @@ def _preprocess_kw(a):
     return dict(min_freq=a.min_freq, max_freq=a.max_freq, snr_threshold=a.snr, channels=_channels(a.channels))
 
 
+def _nir_options(a) -> dict:
+    """--operator / --l1: TrainConfig settings that are NIR-only (refused with --method kaczmarz)."""
+    kw = {k: v for k, v in (("operator", a.operator), ("l1_weight", a.l1)) if v is not None}
+    if kw and a.method != "nir":
+        raise NirmpiError(f"{', '.join('--' + ('l1' if k == 'l1_weight' else k) for k in kw)} "
+                          "applies to --method nir only")
+    return kw
+
+
 def cmd_reconstruct(a):
     from .grid import parse_shape
     from .preprocess import build_problem
 
+    nir_kw = _nir_options(a)  # refuse a Kaczmarz run with NIR options before the slow part
     problem = build_problem(a.sm, a.meas, **_preprocess_kw(a))
     grid = problem.grid
     shape = parse_shape(a.grid, native=grid.shape) if a.grid else grid.shape
@@ -145,9 +155,10 @@ def cmd_reconstruct(a):
         from .nir.train import TrainConfig
         from .sample import sample
 
-        cfg = TrainConfig(seed=a.seed, device=a.device)
+        cfg = TrainConfig(seed=a.seed, device=a.device, **nir_kw)
         if a.iterations:
             cfg = dataclasses.replace(cfg, iterations=a.iterations)
+        cfg.validate()
         t0 = time.perf_counter()
         state = run_nir(problem, cfg)
         field = state.field
@@ -194,6 +205,7 @@ def cmd_batch(a):
         method_kwargs["grid"] = a.grid
     if a.seed is not None and a.method == "nir":
         method_kwargs["seed"] = a.seed
+    method_kwargs.update(_nir_options(a))
     out = reconstruct_series(a.sm, a.meas, method=a.method, frames=frames, average=a.average,
                              output=a.output, scheduler=a.scheduler, workers=a.workers,
                              threads_per_worker=a.threads_per_worker, device=a.device,
@@ -209,6 +221,14 @@ def cmd_demo(a):
 
 
 # -- parser ---------------------------------------------------------------------------------
+def _add_nir_options(s) -> None:
+    s.add_argument("--operator", choices=["pool", "cubic"], default=None,
+                   help="NIR forward operator D: pool (the paper's block mean; default) or cubic (the "
+                        "system matrix interpolated inside each voxel; docs/benchmarks.md)")
+    s.add_argument("--l1", type=float, default=None, metavar="W",
+                   help="NIR sparsity weight (TrainConfig.l1_weight; default 0 = off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nirmpi", description="MPI reconstruction: Kaczmarz-ℓ2 baseline and grid-agnostic "
                                           "neural implicit representations (NIR).")
@@ -250,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lambda", dest="lam", type=float, default=None, help="Kaczmarz λ (0.5, relative)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", default=None, help="save the trained field here (NIR)")
+    _add_nir_options(s)
     s.add_argument("--output", required=True, help="OUT.npy, OUT.tif or OUT.mdf")
     s.set_defaults(func=cmd_reconstruct)
 
@@ -276,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lambda", dest="lam", type=float, default=None, help="Kaczmarz λ (relative)")
     s.add_argument("--grid", default=None, help="NIR sampling grid AxB (default: native)")
     s.add_argument("--seed", type=int, default=None, help="NIR seed")
+    _add_nir_options(s)
     s.add_argument("--output", required=True, help="OUT.zarr (re-running resumes)")
     s.set_defaults(func=cmd_batch)
 

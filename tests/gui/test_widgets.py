@@ -42,9 +42,18 @@ def test_train_defaults_and_devices(viewer):
     _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Train NIR")
     d = TrainConfig()
     cfg = train.config()
-    for name in ("width", "depth", "omega0", "lr", "iterations", "max_scale", "seed",
+    for name in ("width", "depth", "omega0", "lr", "iterations", "max_scale", "operator", "l1_weight", "seed",
                  "preview_every", "early_stopping"):
         assert getattr(cfg, name) == pytest.approx(getattr(d, name)), name
+    # the options beyond the paper reach the run's config (and, through it, a series run)
+    train.operator.value = "cubic"
+    train.l1_weight.value = 0.3
+    cfg = train.config()
+    assert cfg.operator == "cubic" and cfg.l1_weight == pytest.approx(0.3)
+    from napari_nirmpi._napari.widgets.train import series_method_kwargs
+
+    kw = series_method_kwargs(cfg)
+    assert kw["operator"] == "cubic" and kw["l1_weight"] == pytest.approx(0.3)
     choices = list(train.device.choices)
     assert choices[:2] == ["auto", "cpu"]
     assert ("cuda" in choices) == torch.cuda.is_available()

@@ -54,7 +54,7 @@ def series_method_kwargs(cfg) -> dict:
 
 
 class TrainWidget(Container):
-    """Network (width, depth, ω0), optimiser (lr, iterations), max scale, seed, device,
+    """Network (width, depth, ω0), optimiser (lr, iterations), max scale, operator D, sparsity, seed, device,
     preview every K, early stopping; Start/Stop; live layer, loss curve, progress bar."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
@@ -79,6 +79,14 @@ class TrainWidget(Container):
         self.lr.native.setDecimals(6)
         self.iterations = SpinBox(label="Iterations", value=d.iterations, min=1, max=10_000_000, step=100)
         self.max_scale = SpinBox(label="Max scale s", value=d.max_scale, min=1, max=16)
+        self.operator = ComboBox(label="Operator D", choices=[("pool (paper)", "pool"), ("cubic", "cubic")],
+                                 value=d.operator)
+        self.operator.tooltip = ("How the fine samples reach the native grid: pool = the paper's block mean; "
+                                 "cubic = the system matrix interpolated inside each voxel (better on extended "
+                                 "objects and 2 mm dots, worse in 3D: docs/benchmarks.md)")
+        self.l1_weight = FloatSpinBox(label="Sparsity ℓ1", value=d.l1_weight, min=0.0, max=100.0, step=0.05)
+        self.l1_weight.tooltip = ("Weight of an ℓ1 term on the field, for sparse tracer distributions "
+                                  "(vessels, dots); 0 = off. The stop cannot see its gains: check by eye.")
         self.seed = SpinBox(label="Seed", value=d.seed, min=0, max=2**31 - 1)
         devs = available_devices()
         self.device = ComboBox(label="Device", choices=devs, value=d.device if d.device in devs else "auto")
@@ -96,7 +104,7 @@ class TrainWidget(Container):
 
         self.series = SeriesOption(self, "nir")
         self.extend([self.net_width, self.net_depth, self.omega0, self.lr, self.iterations, self.max_scale,
-                     self.seed, self.device, self.preview_every, self.early_stopping, *self.series.widgets,
+                     self.operator, self.l1_weight, self.seed, self.device, self.preview_every, self.early_stopping, *self.series.widgets,
                      Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
                                labels=False),
                      self.info])
@@ -145,6 +153,7 @@ class TrainWidget(Container):
         return TrainConfig(width=int(self.net_width.value), depth=int(self.net_depth.value),
                            omega0=float(self.omega0.value), lr=float(self.lr.value),
                            iterations=int(self.iterations.value), max_scale=int(self.max_scale.value),
+                           operator=str(self.operator.value), l1_weight=float(self.l1_weight.value),
                            seed=int(self.seed.value), device=str(self.device.value),
                            preview_every=int(self.preview_every.value),
                            early_stopping=bool(self.early_stopping.value))
