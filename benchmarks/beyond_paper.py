@@ -63,13 +63,11 @@ def metrics_of(img, gt):
     return float(psnr(img, gt)), float(ssim(img, gt))
 
 
-def run_case(case, cfg, log):
-    sim = case.simulate()
-    prob = sim.problem()
-    base = suite.baselines(case, sim, prob)
-    gts = {n: sim.ground_truth((n, n)) for n in GRIDS}
-    gt104 = gts[104]
-    trace = []
+def train_scored(prob, cfg, gt, on_check=None):
+    """Train to the rule's own stop while scoring every validation check by PSNR against `gt` (at
+    gt's shape): the benchmark's oracle, never seen by training. on_check(state, field, psnr) may
+    record more per check. Returns (final state, oracle checkpoint's field, its iteration, training
+    seconds without the scoring)."""
     oracle = (-np.inf, None, None)
     eval_time = 0.0
     st = None
@@ -77,24 +75,38 @@ def run_case(case, cfg, log):
         if st.stop_reason is None and st.val_loss is not None and st.iteration % cfg.val_every == 0:
             t0 = time.perf_counter()
             fld = st.current_field()
-            img, _ = sample(fld, (104, 104))
-            p = float(psnr(img, gt104))
-            nat, _ = sample(fld, (29, 29))
-            trace.append({"it": st.iteration, "val": st.val_loss, "train": st.loss, "psnr104": p,
-                          "native": nat.ravel().tolist()})
+            p = float(psnr(sample(fld, gt.shape)[0], gt))
+            if on_check is not None:
+                on_check(st, fld, p)
             if p > oracle[0]:
                 oracle = (p, st.iteration, {k: v.detach().clone() for k, v in fld.network.state_dict().items()})
             eval_time += time.perf_counter() - t0
-    train_s = st.elapsed - eval_time
+    field = st.field
+    # the oracle checkpoint's field: same network, its weights
+    ofield = field.__class__(copy_net(field.network, oracle[2]), field.grid, field.config, field.params,
+                             scale=field.scale)
+    return st, ofield, oracle[1], st.elapsed - eval_time
+
+
+def run_case(case, cfg, log):
+    sim = case.simulate()
+    prob = sim.problem()
+    base = suite.baselines(case, sim, prob)
+    gts = {n: sim.ground_truth((n, n)) for n in GRIDS}
+    trace = []
+
+    def record(st, fld, p):
+        nat, _ = sample(fld, (29, 29))
+        trace.append({"it": st.iteration, "val": st.val_loss, "train": st.loss, "psnr104": p,
+                      "native": nat.ravel().tolist()})
+
+    st, ofield, oracle_it, train_s = train_scored(prob, cfg, gts[104], record)
     field = st.field
     res = {"case": case.name, "split": case.split, "rows": int(prob.num_rows),
            "tuned": {"lam": base["tuned"]["lam"], "sweeps": base["tuned"]["sweeps"]},
            "nir": {"stop_iteration": st.iteration, "chosen_iteration": st.best_iteration,
-                   "oracle_iteration": oracle[1], "stop_reason": st.stop_reason, "train_s": train_s},
+                   "oracle_iteration": oracle_it, "stop_reason": st.stop_reason, "train_s": train_s},
            "grids": {}, "trace": trace}
-    # the oracle checkpoint's field: same network, its weights
-    ofield = st.field.__class__(copy_net(field.network, oracle[2]), field.grid, field.config,
-                                field.params, scale=field.scale)
     images = {}
     for n in GRIDS:
         gt = gts[n]
@@ -247,7 +259,6 @@ def main(argv=None):
         images[case.name] = ims
         Path(str(stem) + ".partial.json").write_text(json.dumps({"cases": results}, default=float))
         n, g = res["nir"], res["grids"][104]
-        cp = [t["psnr104"] for t in res["trace"] if t["it"] == n["chosen_iteration"]]
         log(f"{case.split:7s} {case.name:28s} 104²: paper {g['paper'][0]:6.2f}/{g['paper'][1]:.3f} "
             f"tuned {g['tuned'][0]:6.2f}/{g['tuned'][1]:.3f} (λ {res['tuned']['lam']:.2g}, {res['tuned']['sweeps']} sw) "
             f"NIR {g['nir'][0]:6.2f}/{g['nir'][1]:.3f} oracle {g['nir_oracle'][0]:6.2f}/{g['nir_oracle'][1]:.3f} | "
