@@ -151,8 +151,10 @@ def test_train_reports_rule_in_stop_reason_on_pure_noise():
         assert all(s.stop_reason is None for s in states[:-1])
 
 
-def test_default_returns_one_standard_error_choice():
-    assert TrainConfig().selection == "1se" and TrainConfig.paper().early_stopping is False
+def test_default_returns_the_lowest_misfit_of_the_whole_budget():
+    # the default trains its whole budget (patience = iterations) and returns the lowest held-out misfit
+    d = TrainConfig()
+    assert d.selection == "min" and d.patience >= d.iterations and TrainConfig.paper().early_stopping is False
 
 
 def test_train_budget_exhausted_names_rule_and_returned_iterate():
@@ -162,7 +164,8 @@ def test_train_budget_exhausted_names_rule_and_returned_iterate():
     assert last.iteration == 60 and last.stop_reason.startswith("max iterations")
     assert "ValidationPatience" in last.stop_reason
     assert f"at iteration {last.best_iteration}" in last.stop_reason
-    last = list(train(prob, TrainConfig(iterations=60, lr=1e-3, val_every=10, val_fraction=0.2, **SMALL)))[-1]
+    last = list(train(prob, TrainConfig(iterations=60, lr=1e-3, val_every=10, val_fraction=0.2, selection="1se",
+                                        **SMALL)))[-1]
     assert last.stop_reason.startswith("max iterations") and "OneStandardError" in last.stop_reason
     assert f"returned iteration {last.best_iteration}" in last.stop_reason
 
@@ -208,8 +211,9 @@ def _run_with_blowup(cfg, at=50, wreck=True, snap=()):
 
 
 def test_spike_guard_rolls_back_a_spike_and_says_so():
+    # the paper's pooling: the scenario (one wrecked step at iteration 55) was set up with it
     kw = dict(iterations=120, lr=1e-3, lr_schedule="constant", val_every=10, val_fraction=0.2,
-              early_stopping=False, **SMALL)
+              early_stopping=False, operator="pool", **SMALL)
     free, _ = _run_with_blowup(TrainConfig(spike_guard=0.0, **kw))
     v = {s.iteration: s.val_loss for s in free}
     assert v[60] > 3 * v[50]  # without the guard the wrecked weights show in the held-out misfit

@@ -222,9 +222,9 @@ def cmd_demo(a):
 
 # -- parser ---------------------------------------------------------------------------------
 def _add_nir_options(s) -> None:
-    s.add_argument("--operator", choices=["pool", "cubic"], default=None,
-                   help="NIR forward operator D: pool (the paper's block mean; default) or cubic (the "
-                        "system matrix interpolated inside each voxel; docs/benchmarks.md)")
+    s.add_argument("--operator", choices=["auto", "pool", "cubic"], default=None,
+                   help="NIR forward operator D: pool (the paper's block mean), cubic (the system matrix "
+                        "interpolated inside each voxel) or auto (default: cubic in 2D, pool in 3D)")
     s.add_argument("--l1", type=float, default=None, metavar="W",
                    help="NIR sparsity weight (TrainConfig.l1_weight; default 0 = off)")
 

@@ -79,11 +79,12 @@ class TrainWidget(Container):
         self.lr.native.setDecimals(6)
         self.iterations = SpinBox(label="Iterations", value=d.iterations, min=1, max=10_000_000, step=100)
         self.max_scale = SpinBox(label="Max scale s", value=d.max_scale, min=1, max=16)
-        self.operator = ComboBox(label="Operator D", choices=[("pool (paper)", "pool"), ("cubic", "cubic")],
+        self.operator = ComboBox(label="Operator D", choices=[("auto (cubic 2D, pool 3D)", "auto"),
+                                                              ("pool (paper)", "pool"), ("cubic", "cubic")],
                                  value=d.operator)
         self.operator.tooltip = ("How the fine samples reach the native grid: pool = the paper's block mean; "
-                                 "cubic = the system matrix interpolated inside each voxel (better on extended "
-                                 "objects and 2 mm dots, worse in 3D: docs/benchmarks.md)")
+                                 "cubic = the system matrix interpolated inside each voxel (better in 2D, "
+                                 "1 dB worse in 3D); auto = cubic in 2D, pool in 3D (docs/benchmarks.md)")
         self.l1_weight = FloatSpinBox(label="Sparsity ℓ1", value=d.l1_weight, min=0.0, max=100.0, step=0.05)
         self.l1_weight.tooltip = ("Weight of an ℓ1 term on the field, for sparse tracer distributions "
                                   "(vessels, dots); 0 = off. The stop cannot see its gains: check by eye.")
