@@ -18,7 +18,7 @@ Time: training wall time until the rule stopped it, minus the benchmark's own or
     python benchmarks/beyond_paper.py --tables benchmarks/results/beyond_paper.json  # docs tables
 
 Writes benchmarks/results/beyond_paper.{txt,json} (--quick: beyond_paper_quick.*) and
-docs/images/beyond_*.png (not with --quick). An exploration run, --config '{"operator": "cubic"}'
+docs/images/beyond_*.png (not with --quick). An exploration run, --config '{"operator": "pool"}'
 (JSON overrides of TrainConfig()), writes beyond_paper_config.* and its pictures beside them
 instead, so the docs keep showing the default; --out STEM names the files.
 """

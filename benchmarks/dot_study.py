@@ -3,7 +3,7 @@
 
     python benchmarks/dot_study.py clean    # a clean dot and one with the scanner background:
                                             # operator pool/cubic × 10 % held out/all rows
-    python benchmarks/dot_study.py seeds    # the default on the 6 dot cases of the suite, seeds 0-3
+    python benchmarks/dot_study.py seeds    # the pooled default of stops 12-13 on the 6 dot cases, seeds 0-3
     python benchmarks/dot_study.py rows90   # tuned Kaczmarz on exactly the NIR's 90 % training rows
     python benchmarks/dot_study.py all      # the three (about 12 minutes on 2 cores)
     python benchmarks/dot_study.py clean --quick   # smoke test: 200 iterations, no background
@@ -57,8 +57,8 @@ def best_checkpoint(prob, gt, cfg: TrainConfig, every: int = 250) -> float:
 
 def clean() -> None:
     log("## a dot without and with the scanner background (30 nm, calibration SNR 1e5)")
-    settings = [("pool (default), 10 % rows held out", {}, (0,)),
-                ("pool, all rows", {"val_fraction": 0.0}, (0,)),
+    settings = [("pool (stop 12 default), 10 % rows held out", {"operator": "pool"}, (0,)),
+                ("pool, all rows", {"operator": "pool", "val_fraction": 0.0}, (0,)),
                 ("cubic, 10 % rows held out", {"operator": "cubic"}, (0, 1, 2)),
                 ("cubic, all rows", {"operator": "cubic", "val_fraction": 0.0}, (0, 1, 2))]
     for background in (False,) if QUICK["on"] else (False, True):
@@ -71,7 +71,7 @@ def clean() -> None:
             up, _ = upsample(sim.ground_truth((suite.GRID, suite.GRID)), sim.grid, SHAPE, method="bicubic")
             log(f"    exact voxel means up-sampled bicubic: {psnr(up, gt):.2f} dB")
         for label, over, seeds in settings:
-            if background and over == {"val_fraction": 0.0}:
+            if background and over == {"operator": "pool", "val_fraction": 0.0}:
                 continue
             if not background:
                 seeds = (0,)
@@ -79,15 +79,18 @@ def clean() -> None:
             log(f"    NIR {label:36s} best {' / '.join(f'{v:.2f}' for v in got)} dB (seeds {seeds})")
 
 
+POOLED = {"operator": "pool", "selection": "1se", "patience": 500}  # the default of stops 12-13
+
+
 def seeds() -> None:
-    log("## the default on the suite's dots, seeds 0-3, returned field (its own stop)")
+    log("## the pooled default of stops 12-13 on the suite's dots, seeds 0-3, returned field (its own stop)")
     for case in suite.select("all", "point"):
         sim = case.simulate()
         prob, gt = sim.problem(), sim.ground_truth(SHAPE)
         t = suite.baselines(case, sim, prob)["tuned"]
         out = []
         for k in range(4):
-            fld, st = fit(prob, TrainConfig(seed=k))
+            fld, st = fit(prob, TrainConfig(seed=k, **POOLED))
             img, _ = sample(fld, SHAPE)
             out.append(f"{psnr(img, gt):.2f}/{ssim(img, gt):.3f}@{st.best_iteration}")
         log(f"{case.name:28s} tuned {t['psnr104']:.2f}/{t['ssim104']:.3f}  NIR " + "  ".join(out))

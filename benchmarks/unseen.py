@@ -11,7 +11,7 @@ For each case (2D, scored at 104² over the same FOV):
 
     python benchmarks/unseen.py              # 8 cases, about 5 min on 2 cores
     python benchmarks/unseen.py --cases grid21,dot2mm
-    python benchmarks/unseen.py --config '{"operator": "cubic"}'   # a candidate (writes unseen_config.txt)
+    python benchmarks/unseen.py --config '{"operator": "pool"}'    # another setting (writes unseen_config.txt)
     python benchmarks/unseen.py --figure spiral-wide-snr20          # docs/images/unseen_spiral_wide_snr20.png
 
 Writes benchmarks/results/unseen.txt.
@@ -87,11 +87,11 @@ def run(name, kw, cfg, log):
             "ssim_ok": nir[1] >= ts, "train_s": train_s}
 
 
-CANDIDATE = {"operator": "cubic", "selection": "min"}
+PREVIOUS = {"operator": "pool", "selection": "1se", "patience": 500}   # the default until stop 14
 
 
 def figure(name, path, its=(250, 500, 1000, 1500)):
-    """The case's 104² image at a few iterations and at the returned one: default vs CANDIDATE."""
+    """The case's 104² image at a few iterations and at the returned one: default vs PREVIOUS."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +101,7 @@ def figure(name, path, its=(250, 500, 1000, 1500)):
     prob = sim.problem()
     gt = sim.ground_truth(EVAL)
     fig, axes = plt.subplots(2, len(its) + 2, figsize=(2.2 * (len(its) + 2), 5.6))
-    for row, (label, over) in enumerate((("default", {}), ("cubic, lowest misfit", CANDIDATE))):
+    for row, (label, over) in enumerate((("default", {}), ("previous default\n(pool, 1 SE)", PREVIOUS))):
         cfg = TrainConfig(device="cpu", **over)
         snaps = {}
         for st in train(prob, cfg):
@@ -127,7 +127,7 @@ def main(argv=None):
     ap.add_argument("--config", default=None, help="JSON overrides of TrainConfig() (exploration only)")
     ap.add_argument("--out", default=None, help="results file (default benchmarks/results/unseen[_config].txt)")
     ap.add_argument("--figure", default=None, metavar="CASE", help="only draw CASE along training, default "
-                    "vs the cubic candidate, to docs/images/unseen_<case with _>.png")
+                    "vs the previous default, to docs/images/unseen_<case with _>.png")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.figure:
