@@ -292,9 +292,10 @@ def page(out, command):
         "and the resolution phantom (pairs of 1 mm dots), medium and high noise.",
         "- Kaczmarz: `reconstruct_kaczmarz(problem, iterations=150, lam=0.5)` on the native 29² grid, then "
         "`upsample(..., method=\"bilinear\" | \"bicubic\")`.",
-        "- NIR: `train(problem, TrainConfig())` until it stops by itself (held-out frequency rows, patience, "
-        "the earliest checkpoint within `selection_k` standard errors of the lowest held-out misfit); "
-        "the returned field is sampled with `sample_field(field, (n, n))`.",
+        "- NIR: `train(problem, TrainConfig())` until it stops by itself and returns the checkpoint its rule "
+        "picks from the held-out frequency rows (`TrainConfig.selection`: by default the lowest held-out "
+        "misfit of the whole budget; the stop reason under each figure names the rule); the returned field "
+        "is sampled with `sample_field(field, (n, n))`.",
         "- Metrics: PSNR / SSIM against the phantom rendered on each grid after a least-squares intensity "
         "fit (`napari_nirmpi.metrics`). Widths: FWHM within ±1.9 mm of each structure on a line profile "
         "of the 104² render (`metrics.line_profile`, cubic interpolation, `metrics.fwhm`), averaged over "
