@@ -172,6 +172,8 @@ def main(argv=None):
     ap.add_argument("--skip-warm", action="store_true", help="skip the warm-start quality study")
     ap.add_argument("--warm-lrs", default="1e-3,3e-4,1e-4",
                     help="learning rates of warm-started frames to try (cold: 1e-3, cosine to 5e-5)")
+    ap.add_argument("--nir-config", default="{}",
+                    help='JSON overrides of the throughput runs\' NIR kwargs, e.g. \'{"operator": "pool"}\'')
     a = ap.parse_args(argv)
     q = a.quick
     grid = 13 if q else 29
@@ -180,7 +182,8 @@ def main(argv=None):
     # NIR throughput on CPU workers: fixed budgets (no early stopping) so every frame costs the same
     nir_kwargs = {"width": 32 if q else 64, "depth": 1 if q else 2, "iterations": 60 if q else 500,
                   "warm_iterations": 20 if q else 100, "early_stopping": False, "val_fraction": 0.0,
-                  "max_scale": 2 if q else 3, "seed": 0}
+                  "max_scale": 2 if q else 3, "operator": "auto", "seed": 0}
+    nir_kwargs.update(json.loads(a.nir_config))
     nir_frames, nir_chunk = (4, 2) if q else (16, 4)
     # warm-start study and GPU timing: the default network, a fixed cold budget
     study = {"width": 32 if q else 128, "depth": 1 if q else 3, "early_stopping": False,
