@@ -3,11 +3,11 @@
 The suite benchmarks score the live field by PSNR every 25 iterations and subtract the scoring time
 from the training time. Until 2026-11-27 `metrics.fit_intensity` used `np.vdot`: one BLAS call,
 after which OpenBLAS's worker threads spin and take the cores from torch's own threads, so the
-*training* ran about 35 % slower and every benchmark's "time to the stop" was inflated. This script
-measures, side by side in one process, ms per training iteration (scoring time excluded) for:
+*training* ran 30–40 % slower and the suite benchmarks' "time to the stop" was inflated. This
+script measures, side by side in one process, ms per training iteration (scoring time excluded) for:
 
 - plain: no scoring;
-- scored: PSNR at 104² every 25 iterations with `napari_nirmpi.metrics.psnr` (as the benchmarks do);
+- scored: `beyond_paper.train_scored`, PSNR at 104² at every check (what the suite benchmarks do);
 - scored + BLAS: the same plus one `np.vdot` per check (what `fit_intensity` used to do).
 
     python benchmarks/scoring_interference.py [--iterations 1000] [--repeats 2]
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,24 +24,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
+from beyond_paper import train_scored  # noqa: E402
 
-from napari_nirmpi.metrics import psnr  # noqa: E402
-from napari_nirmpi.nir import TrainConfig, train  # noqa: E402
-from napari_nirmpi.sample import sample  # noqa: E402
+from napari_nirmpi.nir import TrainConfig, fit  # noqa: E402
 
 
 def ms_per_iteration(prob, gt, iterations: int, mode: str) -> float:
-    scoring = 0.0
-    st = None
-    for st in train(prob, TrainConfig(iterations=iterations)):
-        if mode != "plain" and st.stop_reason is None and st.val_loss is not None and st.iteration % 25 == 0:
-            t0 = time.perf_counter()
-            img = sample(st.current_field(), gt.shape)[0]
-            psnr(img, gt)
-            if mode == "scored + BLAS":
-                np.vdot(img.ravel().astype(np.float64), gt.ravel().astype(np.float64))
-            scoring += time.perf_counter() - t0
-    return (st.elapsed - scoring) / st.iteration * 1e3
+    cfg = TrainConfig(iterations=iterations)
+    if mode == "plain":
+        _, st = fit(prob, cfg)
+        return st.elapsed / st.iteration * 1e3
+    blas = None
+    if mode == "scored + BLAS":
+        g = gt.ravel().astype(np.float64)
+
+        def blas(state, field, p):  # runs inside train_scored's timed scoring
+            np.vdot(g, g)
+    st, _, _, seconds = train_scored(prob, cfg, gt, on_check=blas)
+    return seconds / st.iteration * 1e3
 
 
 def main(argv=None):
