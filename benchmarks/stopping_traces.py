@@ -11,7 +11,10 @@ reproduces beyond_paper.py's choices (same seeds; torch CPU is deterministic her
 
     python benchmarks/stopping_traces.py record --tag w30 --split tune \
         --config '{"snr_weight": 30, "spike_guard": 3}'
-    python benchmarks/stopping_traces.py rules --tag w30 [--case spiral-high]
+    python benchmarks/stopping_traces.py rules --tag w30 [--cases spiral-high] [--upto 3000]
+
+`--upto T` replays only the checks up to iteration T: with the same seed the first T iterations of
+a longer run are those of a run stopped at T under the same learning-rate schedule.
 
 Traces go to $NIRMPI_SUITE_CACHE/traces (default ~/.cache/napari-nirmpi/suite/traces), never into
 the repository.
@@ -120,22 +123,29 @@ def replay(rule, its, rows):
     return chosen, len(its) - 1
 
 
-def rules(tag: str, names: str | None, per_case: bool) -> None:
+def rules(tag: str, names: str | None, per_case: bool, upto: int | None = None) -> None:
     files = sorted(trace_dir().glob(f"{tag}-*.npz"))
     if names:
         files = [f for f in files if any(n in f.name for n in names.split(","))]
     if not files:
         sys.exit(f"no traces for tag {tag!r} in {trace_dir()}: run `record --tag {tag}` first")
     traces = {f.name[len(tag) + 1:-4]: dict(np.load(f)) for f in files}
-    print(f"{len(traces)} cases, tag {tag} (config {traces[next(iter(traces))]['config']})")
+    if upto is not None:
+        for d in traces.values():
+            keep = d["its"] <= upto
+            d["its"], d["rows"], d["psnr"] = d["its"][keep], d["rows"][keep], d["psnr"][keep]
+    print(f"{len(traces)} cases, tag {tag} (config {traces[next(iter(traces))]['config']})"
+          + (f", checks up to iteration {upto}" if upto is not None else ""))
     print("rule                       cases>0.5dB  mean gap  worst gap   NIR-tuned mean (worst)  cases over 0.5 dB")
-    candidates = ([("min", None, p) for p in (500, 1000)] + [("1se", k, p) for k in (0.5, 1.0) for p in (500, 1000)]
+    candidates = ([("min", None, p) for p in (500, 1000, None)] + [("1se", k, p) for k in (0.5, 1.0) for p in (500, 1000)]
                   + [("1se", k, 500) for k in (0.75, 1.5, 2.0)])
     for kind, k, patience in candidates:
         gaps, diffs, bad, lines = [], [], [], []
         for name, d in traces.items():
             its, rows, p = d["its"], d["rows"], d["psnr"]
-            rule = ValidationPatience(patience) if kind == "min" else OneStandardError(patience, k)
+            never = int(its[-1]) + 1  # patience None: the lowest misfit of the whole trace
+            rule = (ValidationPatience(patience or never) if kind == "min"
+                    else OneStandardError(patience or never, k))
             j, J = replay(rule, its, rows)
             gap = float(p[:J + 1].max() - p[j])
             gaps.append(gap)
@@ -145,7 +155,7 @@ def rules(tag: str, names: str | None, per_case: bool) -> None:
             lines.append(f"    {name:28s} returned {its[j]:5d} ({p[j]:.2f} dB)  best {p[:J + 1].max():.2f} dB at "
                          f"{its[int(np.argmax(p[:J + 1]))]:5d}  stop {its[J]:5d}  tuned {float(d['tuned']):.2f}  "
                          f"NIR-tuned {p[j] - d['tuned']:+.2f}")
-        label = f"{kind}{'' if k is None else f' k={k:g}'} patience {patience}"
+        label = f"{kind}{'' if k is None else f' k={k:g}'} patience {patience or 'whole run'}"
         print(f"{label:26s} {sum(g > 0.5 for g in gaps):6d}      {np.mean(gaps):6.2f}    {max(gaps):6.2f}      "
               f"{np.mean(diffs):+6.2f} ({min(diffs):+.2f})        {', '.join(bad)}")
         if per_case:
@@ -166,12 +176,13 @@ def main(argv=None):
     q.add_argument("--tag", required=True)
     q.add_argument("--cases", default=None)
     q.add_argument("--per-case", action="store_true")
+    q.add_argument("--upto", type=int, default=None, help="replay only the checks up to this iteration")
     a = ap.parse_args(argv)
     if a.cmd == "record":
         torch.set_num_threads(a.threads)
         record(a.tag, a.split, a.cases, json.loads(a.config))
     else:
-        rules(a.tag, a.cases, a.per_case)
+        rules(a.tag, a.cases, a.per_case, a.upto)
 
 
 if __name__ == "__main__":
