@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def dists(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     # default `python -m build`: sdist first, then the wheel from the unpacked sdist (the path
-    # that breaks when a file, e.g. the napari.yaml symlink, is missing from the sdist)
+    # that breaks when a file the wheel needs is missing from the sdist)
     r = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -40,12 +40,17 @@ def test_wheel_carries_the_real_manifest_and_all_modules(dists):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         manifest = z.read("napari_nirmpi/napari.yaml").decode()
-    assert manifest == (ROOT / "napari.yaml").read_text()  # the symlink's target, not a link path
+    assert manifest == (ROOT / "src/napari_nirmpi/napari.yaml").read_text()
     src = ROOT / "src"
     expected = {p.relative_to(src).as_posix() for p in (src / "napari_nirmpi").rglob("*.py")
                 if "__pycache__" not in p.parts}
     assert expected <= names, sorted(expected - names)
     assert not any(n.startswith(("tests/", "benchmarks/", "docs/")) for n in names)
+
+
+def test_manifest_is_a_real_file_in_the_package():
+    # a symlink inside the package breaks on Windows and in tools that do not follow links
+    assert not (ROOT / "src/napari_nirmpi/napari.yaml").is_symlink()
 
 
 def test_manifest_parses_and_names_this_package(dists, tmp_path):
@@ -94,5 +99,5 @@ def test_sdist_contents(dists):
     _, sdist = dists
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    assert {"napari.yaml", "LICENSE", "README.md", "pyproject.toml",
+    assert {"LICENSE", "README.md", "pyproject.toml",
             "src/napari_nirmpi/napari.yaml", "src/napari_nirmpi/__init__.py"} <= names
