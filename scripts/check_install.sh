@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install napari-nirmpi the way the napari plugin manager does (a wheel into a clean environment,
-# with its dependencies) and check that napari/npe2 discover the plugin.
+# Install napari-nirmpi from its wheel into a clean environment, twice as users do:
+#  1. the core alone (`pip install napari-nirmpi`): no napari, no Qt; `nirmpi simulate`, `info` and
+#     `batch` must work (a headless Dask worker);
+#  2. with napari (what the napari plugin manager's environment has): napari/npe2 discover the plugin.
 #
 #   bash scripts/check_install.sh            # build the wheel, clean venv in a temp dir, checks
 #   KEEP=1 bash scripts/check_install.sh     # keep the temp dir (prints its path)
-#   EXTRA=all bash scripts/check_install.sh  # install napari-nirmpi[all] (napari with Qt)
+#   EXTRA=all bash scripts/check_install.sh  # step 2 with napari-nirmpi[all] (napari with Qt)
 #
 # Needs: python3 (3.11+) with venv, network or a local package index for the dependencies.
 # CPU torch is installed first (pinned) so pip does not pull the multi-GB CUDA build.
@@ -38,8 +40,17 @@ step "clean venv (no system site-packages)"
 VPY="$WORK/venv/bin/python"
 "$VPY" -m pip install -q --upgrade pip
 "$VPY" -m pip install -q "$TORCH"
+"$VPY" -m pip install -q "$WHEEL"
+
+step "core only: napari absent, the CLI works (simulate, info, batch)"
+"$VPY" -c "import importlib.util as u; absent=[m for m in ('napari','qtpy','magicgui','npe2','PyQt6','PyQt5','PySide6') if u.find_spec(m)]; assert not absent, absent; print('napari, Qt, magicgui, npe2: not installed')"
+"$WORK/venv/bin/nirmpi" simulate "$WORK/data" --phantom bolus --grid 11 --frames 3 --seed 2 >/dev/null
+"$WORK/venv/bin/nirmpi" info "$WORK/data/sm.mdf" >"$WORK/info.txt"; sed -n 1,3p "$WORK/info.txt"
+"$WORK/venv/bin/nirmpi" batch --sm "$WORK/data/sm.mdf" --meas "$WORK/data/meas.mdf" --method kaczmarz --workers 1 --output "$WORK/series.zarr" 2>&1 | tail -1
+
+step "with napari: install the ${EXTRA:-napari} extra"
 # EXTRA=all brings napari[all] (a Qt binding), as in `pip install "napari-nirmpi[all]"`
-"$VPY" -m pip install -q "$WHEEL${EXTRA:+[$EXTRA]}"
+"$VPY" -m pip install -q "$WHEEL[${EXTRA:-napari}]"
 "$VPY" -c "import sys, torch, napari, napari_nirmpi; print('python', sys.version.split()[0], '| torch', torch.__version__, '| napari', napari.__version__, '| napari-nirmpi', napari_nirmpi.__version__, 'from', napari_nirmpi.__file__)"
 
 step "npe2 validate napari-nirmpi"

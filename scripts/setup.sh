@@ -18,7 +18,18 @@ if command -v apt-get >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# Pin the CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+# CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build. PyTorch's CPU
+# index when it answers; otherwise the pin from the default index (a CPU wheel where a local
+# wheel house serves it).
+TORCH_PIN=${TORCH_PIN:-torch==2.13.0}
+CPU_INDEX=https://download.pytorch.org/whl/cpu
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if .venv/bin/python -c "import urllib.request as u; u.urlopen('$CPU_INDEX/torch/', timeout=5)" 2>/dev/null \
+     && .venv/bin/python -m pip install -q --timeout 30 --index-url "$CPU_INDEX" "$TORCH_PIN"; then
+    echo "[setup] torch from the PyTorch CPU index"
+  else
+    .venv/bin/python -m pip install -q "$TORCH_PIN"
+  fi
+fi
 .venv/bin/python -m pip install -q -e ".[testing]"
 echo "[setup] ready: $(.venv/bin/python -c 'import napari_nirmpi, torch; print("napari-nirmpi", napari_nirmpi.__version__, "torch", torch.__version__)')"
