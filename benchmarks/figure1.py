@@ -13,11 +13,11 @@ with iterations (hence early stopping). Marked on the curve: where the default s
 (held-out rows, patience, standard-error selection) would stop on this very run and which iterate it
 would return, and the iteration returned by the separate default run of (a)-(d).
 
-    python benchmarks/figure1.py            # full: 4 cases, writes docs/figure1.md,
+    python -m benchmarks.figure1            # full: 4 cases, writes docs/figure1.md,
                                             # docs/images/figure1_*.png, benchmarks/results/figure1.json
-    python benchmarks/figure1.py --quick    # smoke test: spiral only, short runs, files under
+    python -m benchmarks.figure1 --quick    # smoke test: spiral only, short runs, files under
                                             # benchmarks/results/ (never overwrites the full results)
-    python benchmarks/figure1.py --page-only  # re-render docs/figure1.md from the JSON
+    python -m benchmarks.figure1 --page-only  # re-render docs/figure1.md from the JSON
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 
 from napari_nirmpi.metrics import fwhm, line_profile, psnr, ssim
 from napari_nirmpi.nir.stopping import OneStandardError
-from napari_nirmpi.nir.train import TrainConfig, ValidationPatience, train
+from napari_nirmpi.nir.train import TrainConfig, ValidationPatience, fit
 from napari_nirmpi.resample import upsample
 from napari_nirmpi.sample import sample
 from napari_nirmpi.simulate import simulate_case
@@ -139,9 +139,7 @@ def run_case(key, spec, base: TrainConfig, long_iterations: int, every: int, see
     t_k = time.perf_counter() - t0
 
     # (a)-(d): the default configuration with its automatic stopping
-    for st in train(prob, base):
-        pass
-    field = st.field
+    field, st = fit(prob, base)
     res = {"case": key, "spec": spec, "rows": int(prob.num_rows), "kaczmarz_s": t_k,
            "nir": {"stop_iteration": st.iteration, "returned_iteration": st.best_iteration,
                    "stop_reason": st.stop_reason, "train_s": st.elapsed},
@@ -175,9 +173,10 @@ def run_case(key, spec, base: TrainConfig, long_iterations: int, every: int, see
     curve, snaps = [], {}
     snap_at = {every, *(i for i in (250, 500, 1000, 2000, 4000, long_iterations) if i % every == 0)}
     t0 = time.perf_counter()
-    for st in train(prob, long_cfg):
+
+    def record(st):
         if st.iteration % every or st.iteration == 0:
-            continue
+            return
         img, _ = sample(st.field, (104, 104))
         gt104 = images[104]["ground truth"]
         ws = widths(img, g104, phantom)
@@ -186,6 +185,8 @@ def run_case(key, spec, base: TrainConfig, long_iterations: int, every: int, see
                       "ssim_104": ssim(img, gt104)})
         if st.iteration in snap_at:
             snaps[st.iteration] = img
+
+    fit(prob, long_cfg, callback=record)
     res["long"] = {"iterations": long_iterations, "every": every, "train_s": time.perf_counter() - t0,
                    "shadow_stop_iteration": rule.stop_iteration,
                    "shadow_returned_iteration": rule.best_iteration,
@@ -405,7 +406,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.page_only:
         out = json.loads((ROOT / "benchmarks/results/figure1.json").read_text())
-        (ROOT / "docs/figure1.md").write_text(page(out, out.get("command", "python benchmarks/figure1.py")))
+        (ROOT / "docs/figure1.md").write_text(page(out, out.get("command", "python -m benchmarks.figure1")))
         print("wrote docs/figure1.md")
         return
     torch.set_num_threads(a.threads)
@@ -439,7 +440,7 @@ def main(argv=None):
            "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
            "total_s": time.perf_counter() - t_all, "default_config": base.to_dict(),
            "long_iterations": a.long_iterations, "every": a.every, "cases": results}
-    out["command"] = "python benchmarks/figure1.py" + "".join(
+    out["command"] = "python -m benchmarks.figure1" + "".join(
         f" {shlex.quote(x)}" for x in (argv if argv is not None else sys.argv[1:]))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=1, default=float))

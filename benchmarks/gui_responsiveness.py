@@ -9,7 +9,7 @@ The gaps are counted from the last tick before the Start click to the end of the
 own gap is also printed). Goal: longest gap < 100 ms.
 Writes benchmarks/results/gui_responsiveness.json.
 
-    xvfb-run -a .venv/bin/python benchmarks/gui_responsiveness.py [--quick] [--iterations N]
+    xvfb-run -a .venv/bin/python -m benchmarks.gui_responsiveness [--quick] [--iterations N]
         [--width W] [--json out.json]
 """
 

@@ -6,8 +6,8 @@ treats every check as a candidate (a stopping rule that never stops and marks ev
 it reports: the oracle best iterate, the validation argmin, and what ValidationPatience(P) would
 have returned and when. Quality per iteration transfers between devices; wall time does not.
 
-    python benchmarks/nir_tune.py --quick
-    python benchmarks/nir_tune.py --configs '[{"lr": 3e-4}, {"omega0": 30}]' --iterations 3000
+    python -m benchmarks.nir_tune --quick
+    python -m benchmarks.nir_tune --configs '[{"lr": 3e-4}, {"omega0": 30}]' --iterations 3000
 """
 
 from __future__ import annotations
