@@ -29,16 +29,14 @@ PLUGIN = "napari-nirmpi"
 def headless_rate(problem, cfg, threads: int | None = None) -> float:
     import torch
 
-    from napari_nirmpi.nir.train import train
+    from napari_nirmpi.nir.train import fit
 
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        last = None
-        for last in train(problem, cfg):
-            pass
+        _, last = fit(problem, cfg)
         return last.iteration / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(old)
