@@ -1,9 +1,9 @@
-"""Why NIR loses the small dot to the tuned Kaczmarz: the measurements behind docs/benchmarks.md
-("The forward operator D" and "What the dot needs").
+"""Why NIR loses the small dot to the tuned Kaczmarz: the measurements behind docs/research-notes.md
+("2026-11-26: The forward operator D", "What the dot needs").
 
     python -m benchmarks.dot_study clean    # a clean dot and one with the scanner background:
                                             # operator pool/cubic × 10 % held out/all rows
-    python -m benchmarks.dot_study seeds    # the pooled default of stops 12-13 on the 6 dot cases, seeds 0-3
+    python -m benchmarks.dot_study seeds    # the pooled default of 2026-11-26 on the 6 dot cases, seeds 0-3
     python -m benchmarks.dot_study rows90   # tuned Kaczmarz on exactly the NIR's 90 % training rows
     python -m benchmarks.dot_study all      # the three (about 12 minutes on 2 cores)
     python -m benchmarks.dot_study clean --quick   # smoke test: 200 iterations, no background
@@ -57,7 +57,7 @@ def best_checkpoint(prob, gt, cfg: TrainConfig, every: int = 250) -> float:
 
 def clean() -> None:
     log("## a dot without and with the scanner background (30 nm, calibration SNR 1e5)")
-    settings = [("pool (stop 12 default), 10 % rows held out", {"operator": "pool"}, (0,)),
+    settings = [("pool (2026-11-26 default), 10 % rows held out", {"operator": "pool"}, (0,)),
                 ("pool, all rows", {"operator": "pool", "val_fraction": 0.0}, (0,)),
                 ("cubic, 10 % rows held out", {"operator": "cubic"}, (0, 1, 2)),
                 ("cubic, all rows", {"operator": "cubic", "val_fraction": 0.0}, (0, 1, 2))]
@@ -79,11 +79,11 @@ def clean() -> None:
             log(f"    NIR {label:36s} best {' / '.join(f'{v:.2f}' for v in got)} dB (seeds {seeds})")
 
 
-POOLED = {"operator": "pool", "selection": "1se", "patience": 500}  # the default of stops 12-13
+POOLED = {"operator": "pool", "selection": "1se", "patience": 500}  # the default of 2026-11-26 (commit 2876919)
 
 
 def seeds() -> None:
-    log("## the pooled default of stops 12-13 on the suite's dots, seeds 0-3, returned field (its own stop)")
+    log("## the pooled default of 2026-11-26 on the suite's dots, seeds 0-3, returned field (its own stop)")
     for case in suite.select("all", "point"):
         sim = case.simulate()
         prob, gt = sim.problem(), sim.ground_truth(SHAPE)

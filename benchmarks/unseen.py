@@ -7,7 +7,7 @@ For each case (2D, scored at 104² over the same FOV):
   against the ground truth);
 - NIR default: `TrainConfig()`, stopped by its own rule; NIR oracle: its best checkpoint at 104²;
 - gap: oracle − returned PSNR (the stopping target is ≤ 0.5 dB); win: NIR beats the tuned baseline
-  in PSNR and SSIM (the #7 target where the tuned SSIM ≥ 0.5).
+  in PSNR and SSIM (the target where the tuned SSIM ≥ 0.5).
 
     python -m benchmarks.unseen              # 8 cases, about 5 min on 2 cores
     python -m benchmarks.unseen --cases grid21,dot2mm
@@ -84,7 +84,7 @@ def run(name, kw, cfg, log):
             "ssim_ok": nir[1] >= ts, "train_s": train_s}
 
 
-PREVIOUS = {"operator": "pool", "selection": "1se", "patience": 500}   # the default until stop 14
+PREVIOUS = {"operator": "pool", "selection": "1se", "patience": 500}   # the default until 2026-11-27 (ea05b2f)
 
 
 def figure(name, path, its=(250, 500, 1000, 1500)):
