@@ -4,18 +4,21 @@ For every case of benchmarks/suite.py (29² native grid):
 - paper baseline: Kaczmarz-ℓ2, 150 sweeps, λ = 0.5 (non-negative), bicubic up-sampling;
 - tuned baseline: the best Kaczmarz + bicubic over λ (1e-5 … 50, 15 log-spaced) × sweeps
   (1, 3, 10, 30, 150), chosen by PSNR at 104² AGAINST THE GROUND TRUTH — an oracle no user has;
-- NIR default: `TrainConfig()` (no arguments), trained until its own stopping rule fires; the
-  returned field is sampled at 29², 54², 79², 104² (no ground truth involved);
+- NIR default: `TrainConfig()` (no arguments), trained by `napari_nirmpi.nir.fit` until its rule
+  stops it (the default trains its whole 2000-iteration budget and returns the checkpoint with the
+  lowest held-out misfit); the returned field is sampled at 29², 54², 79², 104² (no ground truth
+  involved);
 - NIR oracle: the checkpoint (every val_every iterations) with the best PSNR at 104² against the
   ground truth, found by sampling the live field at every checkpoint (not used by training).
 PSNR / SSIM: napari_nirmpi.metrics (least-squares intensity fit, data range of the reference).
-Time: training wall time until the rule stopped it, minus the benchmark's own oracle scoring.
+Time: training wall time until the rule stopped it, minus the benchmark's own oracle scoring
+(`benchmarks.oracle.train_scored`).
 
-    python benchmarks/beyond_paper.py                    # full suite (24 cases)
-    python benchmarks/beyond_paper.py --split heldout    # one half
-    python benchmarks/beyond_paper.py --quick            # smoke test (2 cases, 200 iterations)
-    python benchmarks/beyond_paper.py --cases spiral-high,point
-    python benchmarks/beyond_paper.py --tables benchmarks/results/beyond_paper.json  # docs tables
+    python -m benchmarks.beyond_paper                    # full suite (24 cases)
+    python -m benchmarks.beyond_paper --split heldout    # one half
+    python -m benchmarks.beyond_paper --quick            # smoke test (2 cases, 200 iterations)
+    python -m benchmarks.beyond_paper --cases spiral-high,point
+    python -m benchmarks.beyond_paper --tables benchmarks/results/beyond_paper.json  # docs tables
 
 Writes benchmarks/results/beyond_paper.{txt,json} (--quick: beyond_paper_quick.*) and
 docs/images/beyond_*.png (not with --quick). An exploration run, --config '{"operator": "pool"}'
@@ -30,20 +33,17 @@ import io
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
-
-from napari_nirmpi.metrics import psnr, ssim  # noqa: E402
-from napari_nirmpi.nir import TrainConfig, train  # noqa: E402
-from napari_nirmpi.resample import upsample  # noqa: E402
-from napari_nirmpi.sample import sample  # noqa: E402
+from benchmarks import suite
+from benchmarks.oracle import copy_net, metrics_of, train_scored  # noqa: F401  (re-exported)
+from napari_nirmpi.nir import TrainConfig
+from napari_nirmpi.resample import upsample
+from napari_nirmpi.sample import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = (29, 54, 79, 104)
@@ -57,35 +57,6 @@ class Tee:
         s = " ".join(str(x) for x in a)
         print(s, flush=True)
         self.buf.write(s + "\n")
-
-
-def metrics_of(img, gt):
-    return float(psnr(img, gt)), float(ssim(img, gt))
-
-
-def train_scored(prob, cfg, gt, on_check=None):
-    """Train to the rule's own stop while scoring every validation check by PSNR against `gt` (at
-    gt's shape): the benchmark's oracle, never seen by training. on_check(state, field, psnr) may
-    record more per check. Returns (final state, oracle checkpoint's field, its iteration, training
-    seconds without the scoring)."""
-    oracle = (-np.inf, None, None)
-    eval_time = 0.0
-    st = None
-    for st in train(prob, cfg):
-        if st.stop_reason is None and st.val_loss is not None and st.iteration % cfg.val_every == 0:
-            t0 = time.perf_counter()
-            fld = st.current_field()
-            p = float(psnr(sample(fld, gt.shape)[0], gt))
-            if on_check is not None:
-                on_check(st, fld, p)
-            if p > oracle[0]:
-                oracle = (p, st.iteration, {k: v.detach().clone() for k, v in fld.network.state_dict().items()})
-            eval_time += time.perf_counter() - t0
-    field = st.field
-    # the oracle checkpoint's field: same network, its weights
-    ofield = field.__class__(copy_net(field.network, oracle[2]), field.grid, field.config, field.params,
-                             scale=field.scale)
-    return st, ofield, oracle[1], st.elapsed - eval_time
 
 
 def run_case(case, cfg, log):
@@ -122,14 +93,6 @@ def run_case(case, cfg, log):
         images[("gt", n)] = gt
         res["grids"][n] = row
     return res, images
-
-
-def copy_net(net, state):
-    import copy
-
-    m = copy.deepcopy(net)
-    m.load_state_dict(state)
-    return m
 
 
 def figure(all_images, names, path, n=104):

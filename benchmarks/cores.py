@@ -1,6 +1,6 @@
 """How much arithmetic throughput do the machine's cores add? (why Kaczmarz stays on one thread)
 
-    python benchmarks/cores.py
+    python -m benchmarks.cores
 
 Runs the same numba FMA loop (L1-resident, no memory traffic) on one thread, then on two threads
 at once, and prints the combined throughput ratio: ~2 for two physical cores, ~1 when the two

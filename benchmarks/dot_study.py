@@ -1,12 +1,12 @@
-"""Why NIR loses the small dot to the tuned Kaczmarz: the measurements behind docs/benchmarks.md
-("The forward operator D" and "What the dot needs").
+"""Why NIR loses the small dot to the tuned Kaczmarz: the measurements behind docs/research-notes.md
+("2026-11-26: The forward operator D", "What the dot needs").
 
-    python benchmarks/dot_study.py clean    # a clean dot and one with the scanner background:
+    python -m benchmarks.dot_study clean    # a clean dot and one with the scanner background:
                                             # operator pool/cubic × 10 % held out/all rows
-    python benchmarks/dot_study.py seeds    # the pooled default of stops 12-13 on the 6 dot cases, seeds 0-3
-    python benchmarks/dot_study.py rows90   # tuned Kaczmarz on exactly the NIR's 90 % training rows
-    python benchmarks/dot_study.py all      # the three (about 12 minutes on 2 cores)
-    python benchmarks/dot_study.py clean --quick   # smoke test: 200 iterations, no background
+    python -m benchmarks.dot_study seeds    # the pooled default of 2026-11-26 on the 6 dot cases, seeds 0-3
+    python -m benchmarks.dot_study rows90   # tuned Kaczmarz on exactly the NIR's 90 % training rows
+    python -m benchmarks.dot_study all      # the three (about 12 minutes on 2 cores)
+    python -m benchmarks.dot_study clean --quick   # smoke test: 200 iterations, no background
 
 PSNR at 104² against the phantom (napari_nirmpi.metrics). "best" is the best of the checkpoints
 every 250 iterations of a 2000-iteration run without stopping (the ground truth is used for
@@ -16,22 +16,19 @@ scoring only). Output also goes to benchmarks/results/dot_study.txt.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
-
-from napari_nirmpi.metrics import psnr, ssim  # noqa: E402
-from napari_nirmpi.nir import TrainConfig, fit, train  # noqa: E402
-from napari_nirmpi.nir.train import split_rows  # noqa: E402
-from napari_nirmpi.resample import upsample  # noqa: E402
-from napari_nirmpi.sample import sample  # noqa: E402
-from napari_nirmpi.simulate import Particles, simulate_case  # noqa: E402
-from napari_nirmpi.solvers import tune_kaczmarz  # noqa: E402
+from benchmarks import suite
+from benchmarks.oracle import tune_kaczmarz
+from napari_nirmpi.metrics import psnr, ssim
+from napari_nirmpi.nir import TrainConfig, fit
+from napari_nirmpi.nir.train import split_rows
+from napari_nirmpi.resample import upsample
+from napari_nirmpi.sample import sample
+from napari_nirmpi.simulate import Particles, simulate_case
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (104, 104)
@@ -48,16 +45,19 @@ def best_checkpoint(prob, gt, cfg: TrainConfig, every: int = 250) -> float:
     if QUICK["on"]:
         cfg.iterations, every = 200, 50
     scores = []
-    for st in train(prob, cfg):
+
+    def score(st):
         if st.iteration % every == 0 and st.stop_reason is None:
             img, _ = sample(st.current_field(), SHAPE)
             scores.append(psnr(img, gt))
+
+    fit(prob, cfg, callback=score)
     return max(scores)
 
 
 def clean() -> None:
     log("## a dot without and with the scanner background (30 nm, calibration SNR 1e5)")
-    settings = [("pool (stop 12 default), 10 % rows held out", {"operator": "pool"}, (0,)),
+    settings = [("pool (2026-11-26 default), 10 % rows held out", {"operator": "pool"}, (0,)),
                 ("pool, all rows", {"operator": "pool", "val_fraction": 0.0}, (0,)),
                 ("cubic, 10 % rows held out", {"operator": "cubic"}, (0, 1, 2)),
                 ("cubic, all rows", {"operator": "cubic", "val_fraction": 0.0}, (0, 1, 2))]
@@ -79,11 +79,11 @@ def clean() -> None:
             log(f"    NIR {label:36s} best {' / '.join(f'{v:.2f}' for v in got)} dB (seeds {seeds})")
 
 
-POOLED = {"operator": "pool", "selection": "1se", "patience": 500}  # the default of stops 12-13
+POOLED = {"operator": "pool", "selection": "1se", "patience": 500}  # the default of 2026-11-26 (commit 2876919)
 
 
 def seeds() -> None:
-    log("## the pooled default of stops 12-13 on the suite's dots, seeds 0-3, returned field (its own stop)")
+    log("## the pooled default of 2026-11-26 on the suite's dots, seeds 0-3, returned field (its own stop)")
     for case in suite.select("all", "point"):
         sim = case.simulate()
         prob, gt = sim.problem(), sim.ground_truth(SHAPE)

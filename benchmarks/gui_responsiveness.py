@@ -9,7 +9,7 @@ The gaps are counted from the last tick before the Start click to the end of the
 own gap is also printed). Goal: longest gap < 100 ms.
 Writes benchmarks/results/gui_responsiveness.json.
 
-    xvfb-run -a .venv/bin/python benchmarks/gui_responsiveness.py [--quick] [--iterations N]
+    xvfb-run -a .venv/bin/python -m benchmarks.gui_responsiveness [--quick] [--iterations N]
         [--width W] [--json out.json]
 """
 
@@ -29,16 +29,14 @@ PLUGIN = "napari-nirmpi"
 def headless_rate(problem, cfg, threads: int | None = None) -> float:
     import torch
 
-    from napari_nirmpi.nir.train import train
+    from napari_nirmpi.nir.train import fit
 
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        last = None
-        for last in train(problem, cfg):
-            pass
+        _, last = fit(problem, cfg)
         return last.iteration / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(old)

@@ -1,7 +1,7 @@
 """Kaczmarz speed: numba kernel vs a plain Python/numpy row loop, side by side in one run.
 
-    python benchmarks/kaczmarz_speed.py            # 29x29 grid, ~1000 rows
-    python benchmarks/kaczmarz_speed.py --quick    # a short smoke run
+    python -m benchmarks.kaczmarz_speed            # 29x29 grid, ~1000 rows
+    python -m benchmarks.kaczmarz_speed --quick    # a short smoke run
 
 Both solve the same problem (MPIReco semantics: λ relative, zero rows dropped, projections once per
 sweep). The plain loop runs fewer sweeps (timed per sweep); agreement is checked on equal sweeps.

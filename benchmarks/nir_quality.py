@@ -1,15 +1,16 @@
-"""NIR (default preset, automatic early stopping) vs Kaczmarz-ℓ2 + bicubic on simulated cases.
+"""NIR (default preset, iterate selection on held-out rows) vs Kaczmarz-ℓ2 + bicubic on simulated cases.
 
 For each case (29² native grid): Kaczmarz-ℓ2 (150 sweeps, λ = 0.5, non-negative; the paper's
 baseline) on the native grid, bicubic up-sampling to 29², 54², 79², 104²; NIR trained with
-`TrainConfig()` (held-out rows + patience decide the iteration, no ground truth involved) and
+`napari_nirmpi.nir.fit(problem, TrainConfig())` (the default trains its 2000-iteration budget and
+returns the checkpoint with the lowest misfit on held-out rows; no ground truth involved) and
 sampled on the same grids. PSNR / SSIM against the phantom rendered on each grid (least-squares
-intensity fit, data range 1, `napari_nirmpi.metrics`). Also: the wall time of training (until the
-stopping rule fires) and until the returned iterate, ms/iteration of the default and of the
-paper preset (`TrainConfig.paper()`, timed for a few hundred iterations in the same run).
+intensity fit, data range 1, `napari_nirmpi.metrics`). Also: the wall time of training (until its
+rule stops it) and until the returned iterate, ms/iteration of the default and of the paper
+preset (`TrainConfig.paper()`, timed for a few hundred iterations in the same run).
 
-    python benchmarks/nir_quality.py             # full (the lead runs this on a quiet machine)
-    python benchmarks/nir_quality.py --quick     # smoke test: short training, spiral only
+    python -m benchmarks.nir_quality             # full (run it on a quiet machine)
+    python -m benchmarks.nir_quality --quick     # smoke test: short training, spiral only
 
 Writes benchmarks/results/nir_quality.json and docs/images/nir_vs_kaczmarz.png (--quick: *_quick
 files under benchmarks/results/, so a smoke test never overwrites the full results).
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from napari_nirmpi.metrics import psnr, ssim
-from napari_nirmpi.nir import TrainConfig, train
+from napari_nirmpi.nir import TrainConfig, fit
 from napari_nirmpi.resample import upsample
 from napari_nirmpi.sample import sample
 from napari_nirmpi.simulate import simulate_case
@@ -49,11 +50,14 @@ def time_preset(prob, cfg: TrainConfig, iterations: int) -> float:
     cfg = TrainConfig(**{**cfg.to_dict(), "stopping": None, "iterations": iterations + 5,
                          "early_stopping": False, "val_fraction": 0.0, "log_every": 5,
                          "preview_every": 10 ** 9})
-    t_warm = None
-    for st in train(prob, cfg):
+    t_warm = []
+
+    def warm(st):
         if st.iteration == 5:
-            t_warm = st.elapsed
-    return 1000 * (st.elapsed - t_warm) / iterations
+            t_warm.append(st.elapsed)
+
+    _, st = fit(prob, cfg, callback=warm)
+    return 1000 * (st.elapsed - t_warm[0]) / iterations
 
 
 def run_case(name, spec, cfg, seed=0):
@@ -63,9 +67,7 @@ def run_case(name, spec, cfg, seed=0):
     k = reconstruct_kaczmarz(prob, iterations=150, lam=0.5)
     t_k = time.perf_counter() - t0
     states = []
-    for st in train(prob, cfg):
-        states.append((st.iteration, st.elapsed))
-    field = st.field
+    field, st = fit(prob, cfg, callback=lambda s: states.append((s.iteration, s.elapsed)))
     elapsed_at = dict(states)
     t_best = min((e for i, e in states if i >= st.best_iteration), default=st.elapsed)
     res = {"case": name, "spec": spec, "rows": int(prob.num_rows), "kaczmarz_s": t_k,
@@ -102,12 +104,11 @@ def run_3d(cfg, n=9, factor=2, seed=0):
     prob = case.problem()
     k = reconstruct_kaczmarz(prob, iterations=150, lam=0.5)
     t0 = time.perf_counter()
-    for st in train(prob, cfg):
-        pass
+    field, st = fit(prob, cfg)
     t_train = time.perf_counter() - t0
     fine = (n * factor,) * 3
     t0 = time.perf_counter()
-    nir, g = sample(st.field, fine)
+    nir, g = sample(field, fine)
     t_sample = time.perf_counter() - t0
     gt = case.ground_truth(fine)
     kup, _ = upsample(k, prob.grid, fine, method="bicubic")

@@ -1,4 +1,4 @@
-"""Sweep NIR training settings on simulated cases (helper for choosing the default preset).
+"""Sweep NIR training settings on simulated cases (used to choose the default preset).
 
 For each case × config it trains once with the validation check every `--every` iterations,
 treats every check as a candidate (a stopping rule that never stops and marks every check as
@@ -6,8 +6,8 @@ treats every check as a candidate (a stopping rule that never stops and marks ev
 it reports: the oracle best iterate, the validation argmin, and what ValidationPatience(P) would
 have returned and when. Quality per iteration transfers between devices; wall time does not.
 
-    python benchmarks/nir_tune.py --quick
-    python benchmarks/nir_tune.py --configs '[{"lr": 3e-4}, {"omega0": 30}]' --iterations 3000
+    python -m benchmarks.nir_tune --quick
+    python -m benchmarks.nir_tune --configs '[{"lr": 3e-4}, {"omega0": 30}]' --iterations 3000
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_nirmpi.metrics import psnr, ssim
-from napari_nirmpi.nir import TrainConfig, train
+from napari_nirmpi.nir import TrainConfig, fit
 from napari_nirmpi.resample import upsample
 from napari_nirmpi.sample import sample
 from napari_nirmpi.simulate import simulate_case
@@ -71,13 +71,16 @@ def run(case_name, cfg_over, iterations, every, shape=104, seed=0):
     cfg = TrainConfig(**{**cfg_over, "iterations": iterations, "val_every": every, "log_every": every,
                          "preview_every": 10 ** 9, "stopping": _Every()})
     its, vals, ps, ss, times = [], [], [], [], []
-    t0 = time.perf_counter()
-    for st in train(prob, cfg):
+
+    def score(st):
         if st.val_loss is None or st.best_iteration != st.iteration:
-            continue
+            return
         img, _ = sample(st.field, (shape, shape))
         its.append(st.iteration), vals.append(st.val_loss), times.append(st.elapsed)
         ps.append(psnr(img, gt)), ss.append(ssim(img, gt))
+
+    t0 = time.perf_counter()
+    fit(prob, cfg, callback=score)
     wall = time.perf_counter() - t0
     res = {"case": case_name, "config": cfg_over, "iterations": iterations,
            "kaczmarz_psnr": kp, "kaczmarz_ssim": ks,

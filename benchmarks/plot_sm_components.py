@@ -7,7 +7,7 @@ U_{mx-1}(x/Ax) (second kind); along y the first-kind T_{my}(y/Ay) fits best (U a
 to scale for my <= 1). Each panel shows the real part after removing the component's global
 phase, with the correlations r(U·T) and r(U·U) against both models inside 90 % of the drive FOV.
 
-    python benchmarks/plot_sm_components.py [--quick] [--output docs/images/sm_components.png]
+    python -m benchmarks.plot_sm_components [--quick] [--output docs/images/sm_components.png]
 """
 
 from __future__ import annotations

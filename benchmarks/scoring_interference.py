@@ -7,26 +7,22 @@ after which OpenBLAS's worker threads spin and take the cores from torch's own t
 script measures, side by side in one process, ms per training iteration (scoring time excluded) for:
 
 - plain: no scoring;
-- scored: `beyond_paper.train_scored`, PSNR at 104² at every check (what the suite benchmarks do);
+- scored: `benchmarks.oracle.train_scored`, PSNR at 104² at every check (what the suite benchmarks do);
 - scored + BLAS: the same plus one `np.vdot` per check (what `fit_intensity` used to do).
 
-    python benchmarks/scoring_interference.py [--iterations 1000] [--repeats 2]
+    python -m benchmarks.scoring_interference [--iterations 1000] [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
-from beyond_paper import train_scored  # noqa: E402
-
-from napari_nirmpi.nir import TrainConfig, fit  # noqa: E402
+from benchmarks import suite
+from benchmarks.oracle import train_scored
+from napari_nirmpi.nir import TrainConfig, fit
 
 
 def ms_per_iteration(prob, gt, iterations: int, mode: str) -> float:

@@ -9,9 +9,9 @@ would have stopped at, what it would have returned, and how far that is from the
 up to its stop (the same "gap" as benchmarks/beyond_paper.py). The replay of the default rule
 reproduces beyond_paper.py's choices (same seeds; torch CPU is deterministic here).
 
-    python benchmarks/stopping_traces.py record --tag w30 --split tune \
+    python -m benchmarks.stopping_traces record --tag w30 --split tune \
         --config '{"snr_weight": 30, "spike_guard": 3}'
-    python benchmarks/stopping_traces.py rules --tag w30 [--cases spiral-high] [--upto 3000]
+    python -m benchmarks.stopping_traces rules --tag w30 [--cases spiral-high] [--upto 3000]
 
 `--upto T` replays only the checks up to iteration T: with the same seed the first T iterations of
 a longer run are those of a run stopped at T under the same learning-rate schedule.
@@ -31,13 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
-
-from napari_nirmpi.metrics import psnr  # noqa: E402
-from napari_nirmpi.nir import TrainConfig, train  # noqa: E402
-from napari_nirmpi.nir.stopping import OneStandardError, ValidationPatience  # noqa: E402
-from napari_nirmpi.sample import sample  # noqa: E402
+from benchmarks import suite
+from napari_nirmpi.metrics import psnr
+from napari_nirmpi.nir import TrainConfig, fit
+from napari_nirmpi.nir.stopping import OneStandardError, ValidationPatience
+from napari_nirmpi.sample import sample
 
 
 def trace_dir() -> Path:
@@ -64,9 +62,9 @@ class Recorder:
 def _cases(split: str, names: str | None):
     """(name, simulate thunk, tuned PSNR thunk) of the suite's cases, or of benchmarks/unseen.py's."""
     if split == "unseen":
-        import unseen
+        from benchmarks import unseen
+        from benchmarks.oracle import tune_kaczmarz
         from napari_nirmpi.simulate import simulate_case
-        from napari_nirmpi.solvers import tune_kaczmarz
 
         def tuned(sim, prob):
             return tune_kaczmarz(prob.S, prob.u, sim.ground_truth((104, 104)), prob.grid, (104, 104),
@@ -87,11 +85,14 @@ def record(tag: str, split: str, names: str | None, overrides: dict) -> None:
         rec = Recorder()
         cfg = TrainConfig(**{**overrides, "stopping": rec})
         scores = {}
-        t0 = time.perf_counter()
-        for st in train(prob, cfg):
+
+        def score(st):
             if st.stop_reason is None and st.val_loss is not None and st.iteration % cfg.val_every == 0:
                 img, _ = sample(st.current_field(), (104, 104))
                 scores[st.iteration] = float(psnr(img, gt))
+
+        t0 = time.perf_counter()
+        fit(prob, cfg, callback=score)
         # checks the spike guard rolled back never reach the rule; the final check has no live state
         keep = [i for i, it in enumerate(rec.its) if it in scores]
         np.savez(trace_dir() / f"{tag}-{name}.npz", its=np.array([rec.its[i] for i in keep]),

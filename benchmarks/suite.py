@@ -15,7 +15,8 @@ simulator), and the ORACLE-tuned Kaczmarz baseline of each case (best PSNR at 10
 λ ∈ logspace(1e-5, 50, 15) × sweeps ∈ {1, 3, 10, 30, 150}, bicubic up-sampling, against the
 ground truth) is cached as JSON under ~/.cache/napari-nirmpi/suite/ (or $NIRMPI_SUITE_CACHE).
 
-    python benchmarks/suite.py            # list the cases and fill the baseline cache
+    python -m benchmarks.suite            # list the cases and fill the baseline cache
+    python -m benchmarks.suite --check    # self-check of the suite's design (seconds)
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.oracle import tune_kaczmarz
 from napari_nirmpi.simulate import Particles, simulate_case
-from napari_nirmpi.solvers import reconstruct_kaczmarz, tune_kaczmarz
+from napari_nirmpi.solvers import reconstruct_kaczmarz
 
 GRID = 29
 TUNE_SHAPE = (104, 104)
@@ -117,12 +119,72 @@ def baselines(case: Case, sim=None, problem=None) -> dict:
     return d
 
 
-if __name__ == "__main__":
+def check() -> list[str]:
+    """Self-check of the suite's design (returns the failures; empty: passed): 24 cases split in
+    halves; the held-out phantoms really moved; every case of benchmarks/unseen.py differs from
+    every suite case (an equal case would check nothing new)."""
+    from napari_nirmpi.grid import Grid
+    from napari_nirmpi.phantoms import make_phantom
+
+    fails = []
+    cs = cases()
+    if len(cs) != 24 or len({c.name for c in cs}) != 24:
+        fails.append(f"suite: {len(cs)} cases ({len({c.name for c in cs})} names), expected 24 distinct")
+    if sum(c.split == "tune" for c in cs) != 12:
+        fails.append("suite: the tune half does not hold 12 cases")
+    # the held-out spiral is rotated and the point sits elsewhere: a spec the parser ignored would
+    # render the tuning layout again (it once did)
+    g = Grid(TUNE_SHAPE, (0.029, 0.029))
+    by_name = {c.name: c for c in cs}
+    for ph in ("spiral", "point"):
+        a = make_phantom(by_name[f"{ph}-medium-30nm"].phantom).render(g)
+        b = make_phantom(by_name[f"{ph}-medium-20nm-relax"].phantom).render(g)
+        if not np.abs(a - b).max() > 0.5:
+            fails.append(f"suite: the held-out {ph} renders as the tuning layout")
+        if not abs(a.sum() - b.sum()) < 0.05 * a.sum():
+            fails.append(f"suite: the held-out {ph} is not the same object (sum {b.sum():.3g} vs {a.sum():.3g})")
+
+    from benchmarks import unseen
+
+    default = Particles()
+
+    def key(grid, fov, core, tau, noise, phantom):
+        return (grid, fov, core, tau, str(noise), make_phantom(phantom).render(g).tobytes())
+
+    suite_keys = {key(GRID, None, c.core_diameter, c.relaxation_time, c.noise, c.phantom) for c in cs}
+    if len(unseen.CASES) != 8:
+        fails.append(f"unseen: {len(unseen.CASES)} cases, expected 8")
+    for name, kw in unseen.CASES.items():
+        p = kw.get("particles", default)
+        if key(kw.get("grid", GRID), kw.get("fov"), p.core_diameter, p.relaxation_time, kw["noise"],
+               kw["phantom"]) in suite_keys:
+            fails.append(f"unseen: {name} equals a suite case")
+    return fails
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
     import time
 
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="only the self-check of the suite's design "
+                    "(no simulation; status 1 on a failure)")
+    a = ap.parse_args(argv)
+    if a.check:
+        fails = check()
+        for f in fails:
+            print(f"FAIL {f}", file=sys.stderr)
+        print(f"suite self-check: {'passed' if not fails else f'{len(fails)} failure(s)'}")
+        return 1 if fails else 0
     for c in cases():
         t0 = time.perf_counter()
         d = baselines(c)
         print(f"{c.split:8s} {c.name:28s} tuned λ={d['tuned']['lam']:.3g} sweeps={d['tuned']['sweeps']:4d} "
               f"PSNR104 {d['tuned']['psnr104']:.2f} SSIM {d['tuned']['ssim104']:.3f}  ({time.perf_counter() - t0:.1f} s)",
               flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,12 +7,12 @@ For each case (2D, scored at 104² over the same FOV):
   against the ground truth);
 - NIR default: `TrainConfig()`, stopped by its own rule; NIR oracle: its best checkpoint at 104²;
 - gap: oracle − returned PSNR (the stopping target is ≤ 0.5 dB); win: NIR beats the tuned baseline
-  in PSNR and SSIM (the #7 target where the tuned SSIM ≥ 0.5).
+  in PSNR and SSIM (the target where the tuned SSIM ≥ 0.5).
 
-    python benchmarks/unseen.py              # 8 cases, about 5 min on 2 cores
-    python benchmarks/unseen.py --cases grid21,dot2mm
-    python benchmarks/unseen.py --config '{"operator": "pool"}'    # another setting (writes unseen_config.txt)
-    python benchmarks/unseen.py --figure spiral-wide-snr20          # docs/images/unseen_spiral_wide_snr20.png
+    python -m benchmarks.unseen              # 8 cases, about 5 min on 2 cores
+    python -m benchmarks.unseen --cases grid21,dot2mm
+    python -m benchmarks.unseen --config '{"operator": "pool"}'    # another setting (writes unseen_config.txt)
+    python -m benchmarks.unseen --figure spiral-wide-snr20          # docs/images/unseen_spiral_wide_snr20.png
 
 Writes benchmarks/results/unseen.txt.
 """
@@ -23,21 +23,18 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
-from beyond_paper import Tee, metrics_of, train_scored  # noqa: E402
-
-from napari_nirmpi.nir import TrainConfig, train  # noqa: E402
-from napari_nirmpi.sample import sample  # noqa: E402
-from napari_nirmpi.simulate import Particles, simulate_case  # noqa: E402
-from napari_nirmpi.solvers import tune_kaczmarz  # noqa: E402
+from benchmarks import suite
+from benchmarks.beyond_paper import Tee
+from benchmarks.oracle import metrics_of, train_scored, tune_kaczmarz
+from napari_nirmpi.nir import TrainConfig, fit
+from napari_nirmpi.sample import sample
+from napari_nirmpi.simulate import Particles, simulate_case
 
 ROOT = Path(__file__).resolve().parents[1]
 _MM = 1e-3
@@ -87,7 +84,7 @@ def run(name, kw, cfg, log):
             "ssim_ok": nir[1] >= ts, "train_s": train_s}
 
 
-PREVIOUS = {"operator": "pool", "selection": "1se", "patience": 500}   # the default until stop 14
+PREVIOUS = {"operator": "pool", "selection": "1se", "patience": 500}   # the default until 2026-11-27 (ea05b2f)
 
 
 def figure(name, path, its=(250, 500, 1000, 1500)):
@@ -104,10 +101,13 @@ def figure(name, path, its=(250, 500, 1000, 1500)):
     for row, (label, over) in enumerate((("default", {}), ("previous default\n(pool, 1 SE)", PREVIOUS))):
         cfg = TrainConfig(device="cpu", **over)
         snaps = {}
-        for st in train(prob, cfg):
+
+        def snap(st):
             if st.stop_reason is None and st.iteration in its:
                 snaps[st.iteration] = sample(st.current_field(), EVAL)[0]
-        snaps[f"returned (it {st.best_iteration})"] = sample(st.field, EVAL)[0]
+
+        field, st = fit(prob, cfg, callback=snap)
+        snaps[f"returned (it {st.best_iteration})"] = sample(field, EVAL)[0]
         panels = [("ground truth", gt)] + [(f"it {k}" if isinstance(k, int) else k, v) for k, v in snaps.items()]
         for ax, (title, img) in zip(axes[row], panels):
             ax.imshow(img, cmap="magma", vmin=0, vmax=max(1.0, float(img.max())))

@@ -30,7 +30,8 @@ def fit_intensity(image, reference) -> np.ndarray:
     """a·image with the least-squares a (a = 0 for an all-zero image)."""
     image, reference = _pair(image, reference, "fit_intensity")
     # plain sums, not np.vdot: a BLAS call wakes OpenBLAS's worker threads, which then spin and
-    # slowed a torch training scored every 25 iterations by 30–40 % on 2 cores (docs/benchmarks.md)
+    # slowed a torch training scored every 25 iterations by 30–40 % on 2 cores (docs/research-notes.md,
+    # 2026-11-27; `python -m benchmarks.scoring_interference`)
     den = float((image * image).sum())
     a = float((image * reference).sum()) / den if den > 0 else 0.0
     return a * image

@@ -31,7 +31,7 @@ from numba import njit
 from .errors import NirmpiError, ProblemMismatch
 
 
-__all__ = ["KaczmarzSystem", "kaczmarz", "reconstruct_kaczmarz", "tune_kaczmarz"]
+__all__ = ["KaczmarzSystem", "kaczmarz", "reconstruct_kaczmarz"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,53 +237,3 @@ def reconstruct_kaczmarz(problem, **kw):
     if isinstance(out, dict):
         return {k: v.reshape(v.shape[:-1] + shape) for k, v in out.items()}
     return out.reshape(out.shape[:-1] + shape)
-
-
-def tune_kaczmarz(S, u, reference, grid, target_shape, *, lambdas=None,
-                  sweeps: Sequence[int] = (1, 3, 10, 30, 150), method: str = "bicubic",
-                  normalize_reg: bool = True, enforce_real: bool = True,
-                  enforce_positive: bool = True) -> dict:
-    """Oracle-tuned Kaczmarz: the (λ, sweeps) with the best PSNR against a ground truth.
-
-    Each λ costs one run (snapshots at every entry of ``sweeps``); each snapshot is up-sampled
-    from ``grid`` to ``target_shape`` (same FOV) with ``method`` and scored by `metrics.psnr`
-    (least-squares intensity fit) against ``reference`` (an image of ``target_shape``).
-    lambdas default: 15 values log-spaced from 1e-5 to 50 (relative λ).
-    Returns {"lam", "sweeps", "psnr", "ssim", "image" (native, best), "upsampled", "table"},
-    table = list of {"lam", "sweeps", "psnr"}.  This is an oracle: it sees the ground truth.
-    """
-    from .metrics import psnr, ssim
-    from .resample import upsample
-
-    if lambdas is None:
-        lambdas = np.logspace(-5, np.log10(50), 15)
-    lambdas = [float(v) for v in np.ravel(lambdas)]
-    if not lambdas:
-        raise NirmpiError("tune_kaczmarz: lambdas is empty")
-    target_shape = tuple(int(s) for s in target_shape)
-    reference = np.asarray(reference, dtype=np.float64)
-    if reference.shape != target_shape:
-        raise ProblemMismatch(f"tune_kaczmarz: reference has shape {reference.shape}, "
-                              f"expected target_shape {target_shape}")
-    u = np.asarray(u)
-    if u.ndim != 1:
-        raise ProblemMismatch(f"tune_kaczmarz: needs one frame u of shape (M,), got {u.shape}")
-    system = S if isinstance(S, KaczmarzSystem) else KaczmarzSystem(S)
-    if system.num_voxels != grid.size:
-        raise ProblemMismatch(f"tune_kaczmarz: system matrix has {system.num_voxels} columns but "
-                              f"grid {grid.shape} has {grid.size} voxels")
-    table = []
-    best = None
-    for lam in lambdas:
-        snaps = system.solve(u, lam=lam, normalize_reg=normalize_reg, enforce_real=enforce_real,
-                             enforce_positive=enforce_positive, snapshots=tuple(sweeps))
-        for k, x in snaps.items():
-            img = np.real(x).reshape(grid.shape).astype(np.float32)
-            up, _ = upsample(img, grid, target_shape, method=method)
-            score = psnr(up, reference)
-            table.append({"lam": lam, "sweeps": int(k), "psnr": float(score)})
-            if best is None or score > best[0]:
-                best = (score, lam, int(k), img, up)
-    score, lam, k, img, up = best
-    return {"lam": lam, "sweeps": k, "psnr": float(score), "ssim": float(ssim(up, reference)),
-            "image": img, "upsampled": up, "table": table}
