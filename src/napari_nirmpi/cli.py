@@ -73,28 +73,11 @@ def write_image(path, image, grid, params=None, force=False):
     return path
 
 
-def _progress(total, desc):
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()  # in a log file, a line every 15 s instead of a live bar
-    return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, leave=True,
-                mininterval=0.5 if tty else 15.0)
-
-
 def run_nir(problem, config, *, desc="NIR"):
-    """Train with a terminal progress bar; returns the final TrainState."""
-    from .nir.train import train
+    """Train with a progress display on stderr (nir.fit); returns the final TrainState."""
+    from .nir.train import fit
 
-    state = None
-    with _progress(config.iterations, desc) as bar:
-        for state in train(problem, config):
-            bar.n = state.iteration
-            if state.iteration % 50 == 0 or state.stop_reason:
-                post = {"loss": f"{state.loss:.3g}"}
-                if state.val_loss is not None:
-                    post["val"] = f"{state.val_loss:.3g}"
-                bar.set_postfix(post, refresh=False)
-                bar.refresh()
+    _, state = fit(problem, config, progress=desc)
     return state
 
 
