@@ -48,8 +48,8 @@ class Progress:
         if state.val_loss is not None:
             parts.append(f"held-out {state.val_loss:.3g} (selected: iteration {state.best_iteration})")
         parts.append(f"{state.elapsed:.0f} s")
-        if state.stop_reason is not None:
-            parts.append(state.stop_reason.split(" [", 1)[0])
+        if state.stop_reason is not None:  # the whole reason: its brackets carry the warnings
+            parts.append(state.stop_reason)
         return ", ".join(parts)
 
     def close(self) -> None:

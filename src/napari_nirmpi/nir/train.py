@@ -49,6 +49,11 @@ __all__ = ["TrainConfig", "ExperimentalConfig", "TrainState", "train", "fit", "S
            "estimate_scale", "split_rows"]
 
 
+# a returned field whose held-out misfit is not below this fraction of the untrained field's is
+# flagged in the stop reason (see _Run.annotate)
+POOR_FIT = 0.25
+
+
 # --------------------------------------------------------------------------------------------
 # state
 
@@ -212,12 +217,12 @@ class _Run:
         self.best_sd = _clone_state(self.eval_net)
         self.best_it, self.best_val, self.val_loss = 0, None, None
         self.guard_f, self.rollbacks, self.last_good, self.initial_val = 1.0, 0, None, None
-        if cfg.spike_guard > 0 and self.n_val:
-            # the initial field is the guard's first reference: a first check far above it is a
-            # divergence (too high an lr), which no later check could flag against itself
+        if self.n_val:
             val0, _ = self.held_out_misfit()
-            if math.isfinite(val0):
-                self.initial_val = val0
+            self.initial_val = val0 if math.isfinite(val0) else None
+            if cfg.spike_guard > 0 and self.initial_val is not None:
+                # the initial field is the guard's first reference: a first check far above it is a
+                # blow-up (too high an lr), which no later check could flag against itself
                 self.last_good = (val0, _clone_state(self.net), copy.deepcopy(self.opt.state_dict()),
                                   _clone_state(self.ema_net) if self.ema_net is not None else None)
         # reading a CPU scalar costs nothing; on a GPU only at log points (a host sync)
@@ -398,10 +403,13 @@ class _Run:
             reason += (f" [spike guard: {self.rollbacks} loss spike(s) rolled back to the previous check, "
                        f"lr ×{self.guard_f:g}]")
         if (not self.warm and self.initial_val is not None and self.best_val is not None
-                and not self.best_val < self.initial_val):
-            reason += (f" [warning: the returned field's held-out misfit {self.best_val:.4g} is no lower than "
-                       f"the untrained field's {self.initial_val:.4g}: training did not fit the data; "
-                       f"lower the lr]")
+                and not self.best_val < POOR_FIT * self.initial_val):
+            # measured on small problems: a working fit ends below 0.15 of the untrained field's
+            # held-out misfit (2000 iterations: below 0.01); lr ≥ 3e-3 trains noise at 0.4–0.6
+            reason += (f" [warning: poor fit: the returned field's held-out misfit is "
+                       f"{self.best_val / self.initial_val:.0%} of the untrained field's, so the image is "
+                       f"mostly not explained by the data (too high an lr? default 3e-4), or the data hold "
+                       f"no signal]")
         return reason
 
     # -- results and states --------------------------------------------------------------------
