@@ -1,4 +1,5 @@
-"""Neural implicit representations: networks (`field`), settings (`config`), the sub-voxel
+"""Neural implicit representations: networks (`field`), settings (`config`), the rows and units
+training sees (`data`), the sub-voxel
 operator D (`operators`), training (`train`: `fit` and the `train` generator), iterate selection
 and stopping rules (`stopping`), checkpoints (`checkpoint`)."""
 
