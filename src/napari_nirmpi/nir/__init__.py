@@ -1,7 +1,6 @@
 """Neural implicit representations: networks (`field`), settings (`config`), the rows and units
-training sees (`data`), the sub-voxel
-operator D (`operators`), training (`train`: `fit` and the `train` generator), iterate selection
-and stopping rules (`stopping`), checkpoints (`checkpoint`)."""
+training sees (`data`), the sub-voxel operator D (`operators`), training (`train`: `fit` and the
+`train` generator), iterate selection and stopping rules (`stopping`), checkpoints (`checkpoint`)."""
 
 from .config import ExperimentalConfig, TrainConfig
 from .field import Field, FourierMLP, Siren, build_network
