@@ -580,3 +580,15 @@ def test_poor_fit_is_flagged_in_the_stop_reason():
     assert "[warning: poor fit" in noisy.stop_reason and noisy.stop_reason.startswith("max iterations")
     good = list(train(prob, TrainConfig(iterations=100, lr=3e-3, val_every=25, **SMALL)))[-1]
     assert "poor fit" not in good.stop_reason
+
+
+def test_cli_nir_options_reach_tv_and_l1():
+    from argparse import Namespace
+
+    from napari_nirmpi.cli import _nir_options
+
+    kw = _nir_options(Namespace(method="nir", operator=None, l1=0.1, tv=0.01))
+    assert kw == {"l1_weight": 0.1, "tv_weight": 0.01}
+    TrainConfig(**kw).validate()
+    with pytest.raises(NirmpiError, match="--tv applies to --method nir only"):
+        _nir_options(Namespace(method="kaczmarz", operator=None, l1=None, tv=0.01))
