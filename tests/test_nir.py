@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from napari_nirmpi import Grid, Problem, TrainingError
 from napari_nirmpi.errors import NirmpiError
-from napari_nirmpi.nir import Field, Siren, TrainConfig, ValidationPatience, build_network, train
+from napari_nirmpi.nir import ExperimentalConfig, Field, Siren, TrainConfig, ValidationPatience, build_network, train
 from napari_nirmpi.nir.train import (cubic_adjoint_matrix, cubic_pool, estimate_scale, fit, pool,
                                      split_rows)
 
@@ -266,7 +266,7 @@ def test_custom_stopping_rule_is_pluggable():
 
     prob, _ = make_problem(n=8, M=80)
     last = list(train(prob, TrainConfig(iterations=500, val_every=10, stopping=StopAt(), **SMALL)))[-1]
-    assert last.stop_reason == "custom stop" and last.iteration == 40 and last.best_iteration == 20
+    assert last.stop_reason.startswith("custom stop") and last.iteration == 40 and last.best_iteration == 20
 
 
 def _weights(field):
@@ -276,7 +276,7 @@ def _weights(field):
 @pytest.mark.parametrize("sampling", ["grid", "jitter"])
 def test_determinism_bit_identical(sampling):
     prob, _ = make_problem(n=8, M=80)
-    cfg = TrainConfig(iterations=50, preview_every=25, sampling=sampling, ema=0.9,
+    cfg = TrainConfig(iterations=50, preview_every=25, experimental=ExperimentalConfig(sampling=sampling, ema=0.9),
                       **{k: v for k, v in SMALL.items() if k != "preview_every"})
     runs = [list(train(prob, cfg)) for _ in range(2)]
     for a, b in zip(*runs):
@@ -285,7 +285,7 @@ def test_determinism_bit_identical(sampling):
             assert np.array_equal(a.preview, b.preview)
     wa, wb = _weights(runs[0][-1].field), _weights(runs[1][-1].field)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    other = list(train(prob, TrainConfig(iterations=50, seed=1, sampling=sampling, **SMALL)))[-1]
+    other = list(train(prob, TrainConfig(iterations=50, seed=1, experimental={"sampling": sampling}, **SMALL)))[-1]
     assert not all(torch.equal(wa[k], v) for k, v in _weights(other.field).items())
 
 
@@ -310,28 +310,36 @@ def test_cancellation_keeps_best_field():
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-def test_non_finite_loss_raises_and_keeps_field():
+def test_non_finite_loss_at_first_iteration_offers_no_field():
+    # a NaN in u poisons the very first step: no checkpoint exists, and the initial weights are
+    # not a result, so neither the final state nor the error offers a field
     prob, _ = make_problem(n=8, M=80)
     u = prob.u.copy()
     u[3] = np.nan
     gen = train(prob.with_u(u), TrainConfig(iterations=100, **SMALL))
     states = []
-    with pytest.raises(TrainingError, match="measurement u contain"):
+    with pytest.raises(TrainingError, match="measurement u contain") as ei:
         for st in gen:
             states.append(st)
-    assert states[-1].stop_reason == "non-finite loss"
-    f = states[-1].field
-    assert isinstance(f, Field)
-    assert np.all(np.isfinite(f.evaluate(prob.grid.normalized_coords().reshape(-1, 2))))
+    assert states[-1].stop_reason == "non-finite loss" and states[-1].iteration == 1
+    assert states[-1].field is None and ei.value.field is None
+    assert "no trained field" in str(ei.value)
 
 
-def test_non_finite_error_carries_field():
+def test_non_finite_error_after_a_checkpoint_carries_the_selected_field():
     prob, _ = make_problem(n=8, M=80)
-    u = prob.u.copy()
-    u[0] = np.inf
-    with pytest.raises(TrainingError) as ei:
-        fit(prob.with_u(u), TrainConfig(iterations=30, **SMALL))
-    assert isinstance(ei.value.field, Field) and ei.value.state.stop_reason == "non-finite loss"
+
+    def wreck(state):  # after the first check (25): poison the live weights
+        if state.iteration == 30:
+            with torch.no_grad():
+                for p in state.current_field().network.parameters():
+                    p.fill_(float("nan"))
+
+    with pytest.raises(TrainingError, match="kept as .field") as ei:
+        fit(prob, TrainConfig(iterations=100, val_every=25, **SMALL), wreck)
+    f, st = ei.value.field, ei.value.state
+    assert isinstance(f, Field) and st.stop_reason == "non-finite loss" and st.best_iteration == 25
+    assert np.all(np.isfinite(f.evaluate(prob.grid.normalized_coords().reshape(-1, 2))))
 
 
 @pytest.mark.parametrize("operator", ["pool", "cubic"])
@@ -370,7 +378,7 @@ def test_config_presets_and_validation():
     d = TrainConfig().to_dict()
     assert TrainConfig.from_dict(d) == TrainConfig()
     assert TrainConfig().operator == "auto" and p.operator == "pool"  # the paper average-pools
-    for bad in (dict(sampling="random"), dict(lr=-1.0), dict(val_fraction=1.0), dict(device="tpu"),
+    for bad in (dict(experimental={"sampling": "random"}), dict(lr=-1.0), dict(val_fraction=1.0), dict(device="tpu"),
                 dict(operator="linear")):
         with pytest.raises(Exception):
             TrainConfig(**bad).validate()
@@ -390,3 +398,197 @@ def test_l1_weight_empties_the_background_and_is_validated():
     for name in ("l1_weight", "tv_weight"):
         with pytest.raises(NirmpiError, match=name):
             TrainConfig(**{name: -0.1}).validate()
+
+
+# ------------------------------------------------------------------------------ the default, pinned
+
+def test_default_fit_is_unchanged_on_a_small_spiral(one_torch_thread):
+    # reference computed with the code of commit f84afd8 (before train.py was split into config,
+    # operators and train): the same seed must give the same field, so every figure measured with
+    # the default stays valid
+    from napari_nirmpi.sample import sample
+    from napari_nirmpi.simulate import simulate_case
+
+    prob = simulate_case("spiral", grid=15, noise="medium", seed=0).problem()
+    field, st = fit(prob, TrainConfig(iterations=300, device="cpu"))
+    img, _ = sample(field, (15, 15))
+    assert (st.iteration, st.best_iteration) == (300, 250)
+    assert st.loss == pytest.approx(0.012334294617176056, rel=1e-4)
+    assert st.best_val_loss == pytest.approx(0.005795053672045469, rel=1e-4)
+    assert field.scale == pytest.approx(0.4827626347541809, rel=1e-6)
+    assert float(img.astype(np.float64).sum()) == pytest.approx(19.457586967105726, rel=1e-4)
+    assert float(np.linalg.norm(img.astype(np.float64))) == pytest.approx(2.4370461993481793, rel=1e-4)
+    np.testing.assert_allclose([img[7, 7], img[3, 11], img[12, 2]],
+                               [0.00190612708684057, 0.0005839657387696207, 0.03464103862643242],
+                               rtol=1e-3, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ fit: callback, progress
+
+def test_fit_callback_stops_and_names_it():
+    prob, _ = make_problem(n=8, M=80)
+    seen = []
+
+    def cb(state):
+        seen.append(state.current_field().network is not None)  # the live iterate, inside the callback
+        return state.iteration >= 30
+
+    field, st = fit(prob, TrainConfig(iterations=500, val_every=10, **SMALL), cb)
+    assert st.iteration == 30 and st.stop_reason == "stopped by the callback at iteration 30"
+    assert all(seen) and isinstance(field, Field) and 0 < st.best_iteration <= 30
+    with pytest.raises(TrainingError, match="no current iterate"):
+        st.current_field()  # only valid inside the callback
+
+
+def test_fit_progress_logs_plain_lines_when_not_a_terminal(capsys):
+    prob, _ = make_problem(n=8, M=80)
+    fit(prob, TrainConfig(iterations=40, **SMALL), progress="frame 3")
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and "\r" not in err  # a log file gets whole lines, no bar redraws
+    assert lines[-1].startswith("frame 3: iteration 40/40 (100 %)") and "max iterations" in lines[-1]
+
+
+def test_progress_reporter_interval_and_terminal_bar():
+    import io
+
+    from napari_nirmpi.nir.progress import Progress
+    from napari_nirmpi.nir.train import TrainState
+
+    def st(i, reason=None):
+        return TrainState(i, 0.5, 0.25, float(i), None, i, reason)
+
+    log = io.StringIO()
+    p = Progress(100, "NIR", stream=log, interval=0.0)
+    for i in (10, 20):
+        p.update(st(i))
+    p.update(st(30, "max iterations [rule X: details]"))
+    p.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("NIR: iteration 10/100 (10 %), loss 0.5, held-out 0.25")
+    assert lines[-1].endswith("max iterations [rule X: details]")  # the whole reason, warnings included
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Tty()
+    p = Progress(100, "NIR", stream=term)
+    p.update(st(50))
+    p.close()
+    assert "50/100" in term.getvalue()
+
+
+# ------------------------------------------------------------------------------ config: JSON, ranges, legacy
+
+def _json_round_trip(cfg):
+    import json
+
+    return TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+
+
+def test_config_round_trips_through_json_exactly():
+    from napari_nirmpi.nir.stopping import OneStandardError, TrackBest
+
+    configs = [TrainConfig(), TrainConfig.paper(),
+               TrainConfig(width=64, lr=1e-3, snr_weight=None, l1_weight=0.3, tv_weight=0.01, selection="1se",
+                           device="cpu", experimental=ExperimentalConfig(network="fourier", ema=0.5, grad_clip=1.0,
+                                                                         sampling="jitter", val_scale=2)),
+               TrainConfig(stopping=ValidationPatience(patience=100, min_delta=0.01, min_iterations=50)),
+               TrainConfig(stopping=OneStandardError(300, k=0.7)), TrainConfig(stopping=TrackBest())]
+    for cfg in configs:
+        again = _json_round_trip(cfg)
+        assert again == cfg, cfg
+        assert again.to_dict() == cfg.to_dict()
+    assert _json_round_trip(configs[3]).stopping.patience == 100  # a rule, not its repr
+
+
+def test_config_with_a_custom_rule_is_recorded_but_not_rebuilt():
+    class Mine:
+        def reset(self):
+            pass
+
+        def update(self, iteration, val_loss, train_loss):
+            return True, None
+
+    d = TrainConfig(stopping=Mine()).to_dict()
+    assert d["stopping"]["rule"] == "custom"
+    with pytest.raises(NirmpiError, match="custom rule"):
+        TrainConfig.from_dict(d)
+
+
+def test_config_from_old_flat_dicts():
+    # a config dict as written before the experimental group (checkpoints, Zarr attrs, results)
+    old = {"network": "siren", "width": 128, "depth": 3, "omega0": 10.0, "hidden_omega0": 30.0,
+           "positive": "square", "output_bias": 0.0, "fold": True, "num_features": 128, "sigma": 4.0,
+           "lr": 0.0003, "lr_schedule": "cosine", "lr_final": 0.05, "iterations": 2000, "grad_clip": None,
+           "spike_guard": 3.0, "ema": 0.0, "tv_weight": 0.0, "l1_weight": 0.0, "max_scale": 3, "operator": "auto",
+           "sampling": "grid", "jitter_points": 4, "max_points": 1048576, "val_scale": None, "snr_weight": 30.0,
+           "normalize": True, "early_stopping": True, "val_fraction": 0.1, "val_every": 25, "patience": 2000,
+           "selection": "min", "selection_k": 0.5, "min_iterations": 0, "stopping": None, "preview_every": 100,
+           "log_every": 10, "seed": 0, "device": "auto"}
+    assert TrainConfig.from_dict(old) == TrainConfig()
+    legacy = TrainConfig.from_dict({**old, "sampling": "jitter", "ema": 0.9,
+                                    "stopping": "ValidationPatience(patience=100, min_delta=0.0, min_iterations=0)",
+                                    "network_config": {"network": "siren"}, "scale": 2.0})  # a Field's record
+    assert legacy.experimental.sampling == "jitter" and legacy.experimental.ema == 0.9 and legacy.stopping is None
+    with pytest.raises(NirmpiError, match="unknown settings"):
+        TrainConfig.from_dict({"widht": 3})
+
+
+@pytest.mark.parametrize("bad, name", [
+    (dict(lr=10.0), "lr"), (dict(lr=0.05), "lr"), (dict(lr=float("nan")), "lr"), (dict(iterations=0), "iterations"),
+    (dict(iterations=2.5), "iterations"), (dict(width=36000), "width"), (dict(depth=100), "depth"),
+    (dict(omega0=float("inf")), "omega0"), (dict(omega0=0.0), "omega0"), (dict(hidden_omega0=1e9), "hidden_omega0"),
+    (dict(max_scale=100), "max_scale"), (dict(seed=-1), "seed"), (dict(lr_final=0.0), "lr_final"),
+    (dict(width=4096, depth=32), "parameters"), (dict(experimental={"ema": 1.0}), "ema"),
+    (dict(experimental={"num_features": 10**6}), "num_features"), (dict(stopping="patience"), "stopping"),
+])
+def test_config_validate_refuses_out_of_range(bad, name):
+    with pytest.raises(NirmpiError, match=name):
+        TrainConfig(**bad).validate()
+
+
+def test_fit_validates_before_training():
+    prob, _ = make_problem(n=8, M=80)
+    with pytest.raises(NirmpiError, match=r"TrainConfig.lr=10.0: expected a learning rate in \(0, 0.01\]"):
+        fit(prob, TrainConfig(lr=10.0, **SMALL))
+
+
+# ------------------------------------------------------------------------------ divergence
+
+def test_spike_guard_rolls_back_a_blow_up_before_the_first_check():
+    # the first check's reference is the untrained field: a field wrecked before it (here the output
+    # weights ×100, what a far too high lr does) is rolled back instead of becoming the reference
+    prob, _ = make_problem(n=8, M=80)
+
+    def wreck(state):
+        if state.iteration == 10:
+            with torch.no_grad():
+                state.current_field().network.out.weight.mul_(100.0)
+
+    cfg = TrainConfig(iterations=100, val_every=25, **SMALL)
+    _, st = fit(prob, cfg, wreck)
+    assert "spike guard: 1 loss spike(s) rolled back" in st.stop_reason
+    _, off = fit(prob, TrainConfig(iterations=100, val_every=25, spike_guard=0.0, **SMALL), wreck)
+    assert "spike guard" not in off.stop_reason
+
+
+def test_poor_fit_is_flagged_in_the_stop_reason():
+    prob, _ = make_problem(n=8, M=80)
+    noisy = list(train(prob, TrainConfig(iterations=100, lr=1e-2, val_every=25, device="cpu")))[-1]
+    assert "[warning: poor fit" in noisy.stop_reason and noisy.stop_reason.startswith("max iterations")
+    good = list(train(prob, TrainConfig(iterations=100, lr=3e-3, val_every=25, **SMALL)))[-1]
+    assert "poor fit" not in good.stop_reason
+
+
+def test_cli_nir_options_reach_tv_and_l1():
+    from argparse import Namespace
+
+    from napari_nirmpi.cli import _nir_options
+
+    kw = _nir_options(Namespace(method="nir", operator=None, l1=0.1, tv=0.01))
+    assert kw == {"l1_weight": 0.1, "tv_weight": 0.01}
+    TrainConfig(**kw).validate()
+    with pytest.raises(NirmpiError, match="--tv applies to --method nir only"):
+        _nir_options(Namespace(method="kaczmarz", operator=None, l1=None, tv=0.01))

@@ -180,3 +180,160 @@ def test_checkpoint_refuses_pickled_code(tmp_path):
     with pytest.raises(CheckpointError):
         checkpoint.load(plain)
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------ hardening (crafted files)
+
+def _tampered(tmp_path, name="t.pt", meta=None, state=None, scale=None):
+    """A valid checkpoint rewritten with changed metadata and/or weights."""
+    import json
+
+    good = checkpoint.save(make_field(), tmp_path / f"src-{name}")
+    payload = torch.load(good, weights_only=True)
+    m = json.loads(payload["meta"])
+    for k, v in (meta or {}).items():
+        m[k] = {**m[k], **v} if isinstance(v, dict) and isinstance(m.get(k), dict) else v
+    if scale is not None:
+        m["scale"] = scale
+    payload["meta"] = json.dumps(m)
+    if state is not None:
+        state(payload["state_dict"])
+    out = tmp_path / name
+    torch.save(payload, out)
+    return out
+
+
+def test_checkpoint_huge_declared_width_is_refused_before_building(tmp_path):
+    import time
+
+    p = _tampered(tmp_path, meta={"network": {"width": 36000}})
+    assert p.stat().st_size < 100_000
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="width=36000: expected an integer in"):
+        checkpoint.load(p)
+    assert time.perf_counter() - t0 < 2.0  # nothing of 1.3e9 weights was built
+    p = _tampered(tmp_path, "deep.pt", meta={"network": {"depth": 10**6}})
+    with pytest.raises(CheckpointError, match="depth"):
+        checkpoint.load(p)
+
+
+def test_checkpoint_weights_must_match_the_declared_network(tmp_path):
+    p = _tampered(tmp_path, meta={"network": {"width": 64}})  # plausible, but the weights are 24 wide
+    with pytest.raises(CheckpointError, match="do not match the network the metadata declares"):
+        checkpoint.load(p)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_checkpoint_non_finite_weights_or_scale_refused(tmp_path, bad):
+    def poison(sd):
+        sd["layers.1.weight"][0, 0] = bad
+
+    with pytest.raises(CheckpointError, match="not finite"):
+        checkpoint.load(_tampered(tmp_path, "w.pt", state=poison))
+    with pytest.raises(CheckpointError, match="output scale"):
+        checkpoint.load(_tampered(tmp_path, "s.pt", scale=bad))
+    with pytest.raises(CheckpointError, match="output scale"):
+        checkpoint.load(_tampered(tmp_path, "z.pt", scale=0.0))
+
+
+def test_checkpoint_huge_grid_refused_in_one_line(tmp_path):
+    p = _tampered(tmp_path, meta={"grid": {"shape": [200000, 200000]}})
+    with pytest.raises(CheckpointError) as ei:
+        checkpoint.load(p)
+    msg = str(ei.value)
+    assert "200000×200000 has 40,000,000,000 voxels" in msg and "\n" not in msg
+
+
+def test_checkpoint_foreign_files_get_one_clear_line(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps({"format": checkpoint.FORMAT}))
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "x": _Evil(str(tmp_path / "m"))}, evil)
+    for p in (text, plain, evil):
+        with pytest.raises(CheckpointError) as ei:
+            checkpoint.load(p)
+        msg = str(ei.value)
+        assert msg.startswith(f"{p}: not a") and "\n" not in msg
+        assert "Re-running" not in msg and "Unpickl" not in msg, msg
+
+
+def test_checkpoint_special_file_refused(tmp_path):
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        checkpoint.load(fifo)  # would block forever if opened
+
+
+# ------------------------------------------------------------------------------ sample: memory cap, region
+
+def test_sample_memory_cap_names_the_numbers():
+    f = make_field()
+    with pytest.raises(NirmpiError, match=r"200000×200000 has 40,000,000,000 voxels: 149.0 GiB .* cap of 2.0 GiB"):
+        sample(f, (200000, 200000))
+    with pytest.raises(NirmpiError, match="cap of 0.0 GiB"):
+        sample(f, (100, 100), max_bytes=1000)
+    img, _ = sample(f, (100, 100), max_bytes=None)
+    assert img.shape == (100, 100)
+
+
+def test_sample_long_trailing_axis_is_batched():
+    # one leading slice with more points than a batch: values equal the direct evaluation
+    f = make_field()
+    img, g = sample(f, (2, 5000), batch_size=1000)
+    np.testing.assert_allclose(img, _direct(f, g), rtol=1e-5, atol=1e-6)
+
+
+def test_sample_region_convention_is_stated_in_errors():
+    f = make_field()
+    with pytest.raises(NirmpiError, match="parse_region"):
+        sample(f, (10, 10), region="-5,5,-5,5")
+    # millimetres passed to the metre API: outside the FOV, and said so
+    with pytest.raises(NirmpiError, match="look like millimetres"):
+        sample(f, (10, 10), region=((-5, -5), (5, 5)))
+    with pytest.raises(NirmpiError, match="does not overlap the field's FOV"):
+        sample(f, (10, 10), region=((0.5, 0.5), (0.6, 0.6)))
+    from napari_nirmpi.grid import parse_region
+
+    lo, hi = parse_region("-5,5,-2,2", 2)  # x0,x1,y0,y1 mm → ((y0, x0), (y1, x1)) m
+    img, g = sample(f, (8, 20), region=(lo, hi))
+    assert g.fov == pytest.approx((4e-3, 10e-3)) and img.shape == (8, 20)
+
+
+# ------------------------------------------------------------------------------ nirmpi sample
+
+def test_cli_sample_on_a_non_checkpoint_prints_one_line(tmp_path, capsys):
+    from napari_nirmpi.cli import main
+
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    assert main(["sample", str(bad), "--grid", "10", "--output", str(tmp_path / "o.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("nirmpi sample: error:")
+    assert "Re-running" not in err and "Unpickl" not in err and "weights_only" not in err, err
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_cli_sample_cap_region_and_existing_output(tmp_path, capsys):
+    from napari_nirmpi.cli import main
+
+    p = checkpoint.save(make_field(), tmp_path / "f.pt")
+    out = tmp_path / "o.npy"
+    assert main(["sample", str(p), "--grid", "100000x100000", "--output", str(out)]) == 2
+    assert "cap of 2.0 GiB" in capsys.readouterr().err and not out.exists()
+    assert main(["sample", str(p), "--grid", "x2", "--region=-5,5,-2,2", "--output", str(out)]) == 0
+    img = np.load(out)
+    assert img.shape == (58, 58)
+    assert main(["sample", str(p), "--grid", "10", "--output", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+
+
+def test_cli_sample_help_shows_defaults_and_an_example(capsys):
+    from napari_nirmpi.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 2.0)" in out and "nirmpi sample field.pt --grid" in out
+    assert "METRES in image" in out and "millimetres, x first" in out

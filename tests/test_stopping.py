@@ -172,7 +172,7 @@ def test_train_budget_exhausted_names_rule_and_returned_iterate():
 
 def test_train_without_early_stopping_keeps_plain_reason():
     prob = _problem(seed=2)
-    cfg = TrainConfig(iterations=30, early_stopping=False, val_every=10, val_fraction=0.2, **SMALL)
+    cfg = TrainConfig(iterations=30, lr=3e-3, early_stopping=False, val_every=10, val_fraction=0.2, **SMALL)
     assert list(train(prob, cfg))[-1].stop_reason == "max iterations"
 
 

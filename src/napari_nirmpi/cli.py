@@ -73,28 +73,11 @@ def write_image(path, image, grid, params=None, force=False):
     return path
 
 
-def _progress(total, desc):
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()  # in a log file, a line every 15 s instead of a live bar
-    return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, leave=True,
-                mininterval=0.5 if tty else 15.0)
-
-
 def run_nir(problem, config, *, desc="NIR"):
-    """Train with a terminal progress bar; returns the final TrainState."""
-    from .nir.train import train
+    """Train with a progress display on stderr (nir.fit); returns the final TrainState."""
+    from .nir.train import fit
 
-    state = None
-    with _progress(config.iterations, desc) as bar:
-        for state in train(problem, config):
-            bar.n = state.iteration
-            if state.iteration % 50 == 0 or state.stop_reason:
-                post = {"loss": f"{state.loss:.3g}"}
-                if state.val_loss is not None:
-                    post["val"] = f"{state.val_loss:.3g}"
-                bar.set_postfix(post, refresh=False)
-                bar.refresh()
+    _, state = fit(problem, config, progress=desc)
     return state
 
 
@@ -123,11 +106,11 @@ def _preprocess_kw(a):
 
 
 def _nir_options(a) -> dict:
-    """--operator / --l1: TrainConfig settings that are NIR-only (refused with --method kaczmarz)."""
-    kw = {k: v for k, v in (("operator", a.operator), ("l1_weight", a.l1)) if v is not None}
+    """--operator / --l1 / --tv: TrainConfig settings that are NIR-only (refused with --method kaczmarz)."""
+    opts = {"operator": "operator", "l1_weight": "l1", "tv_weight": "tv"}
+    kw = {k: getattr(a, o) for k, o in opts.items() if getattr(a, o, None) is not None}
     if kw and a.method != "nir":
-        raise NirmpiError(f"{', '.join('--' + ('l1' if k == 'l1_weight' else k) for k in kw)} "
-                          "applies to --method nir only")
+        raise NirmpiError(f"{', '.join('--' + opts[k] for k in kw)} applies to --method nir only")
     return kw
 
 
@@ -180,10 +163,14 @@ def cmd_sample(a):
     from .nir.checkpoint import load
     from .sample import sample
 
+    if not (a.max_memory > 0 and np.isfinite(a.max_memory)):
+        raise NirmpiError(f"--max-memory {a.max_memory}: expected a positive number of GiB")
+    if os.path.exists(a.output) and not a.force:  # before loading and sampling, not after
+        raise NirmpiError(f"{a.output} exists; pass --force to overwrite")
     field = load(a.field)
     shape = parse_shape(a.grid, native=field.grid.shape)
     region = _region(a.region, field.grid.ndim) if a.region else None
-    image, grid = sample(field, shape, region=region)
+    image, grid = sample(field, shape, region=region, max_bytes=int(a.max_memory * 2**30))
     write_image(a.output, image, grid, {"method": "nir", "checkpoint": os.path.abspath(a.field)}, force=a.force)
     print(f"wrote {a.output}: {image.shape}")
 
@@ -221,12 +208,26 @@ def cmd_demo(a):
 
 
 # -- parser ---------------------------------------------------------------------------------
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (when it has one worth showing); the epilog's examples
+    keep their lines."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        d = action.default
+        if d in (None, False, argparse.SUPPRESS) or "%(default)" in h or not action.option_strings:
+            return h
+        return h + " (default: %(default)s)"
+
+
 def _add_nir_options(s) -> None:
     s.add_argument("--operator", choices=["auto", "pool", "cubic"], default=None,
                    help="NIR forward operator D: pool (the paper's block mean), cubic (the system matrix "
                         "interpolated inside each voxel) or auto (default: cubic in 2D, pool in 3D)")
     s.add_argument("--l1", type=float, default=None, metavar="W",
                    help="NIR sparsity weight (TrainConfig.l1_weight; default 0 = off)")
+    s.add_argument("--tv", type=float, default=None, metavar="W",
+                   help="NIR total-variation weight (TrainConfig.tv_weight; default 0 = off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,13 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="OUT.npy, OUT.tif or OUT.mdf")
     s.set_defaults(func=cmd_reconstruct)
 
-    s = sub.add_parser("sample", help="render a trained field on any grid")
+    s = sub.add_parser(
+        "sample", help="render a trained field on any grid", formatter_class=_HelpFormatter,
+        description="Render a field saved by `nirmpi reconstruct --method nir --checkpoint FIELD.pt` on any "
+                    "grid of its field of view, or of a sub-region.",
+        epilog="examples:\n"
+               "  nirmpi sample field.pt --grid 104x104 --output field104.tif\n"
+               "  nirmpi sample field.pt --grid x4 --region=-5,5,-5,5 --output zoom.npy\n\n"
+               "--region is x0,x1,y0,y1 in millimetres, x first, as napari shows the layers. The Python\n"
+               "API differs: sample_field(field, shape, region=((y0, x0), (y1, x1))) takes METRES in image\n"
+               "axis order (napari_nirmpi.grid.parse_region converts this option's text).")
     s.add_argument("field", help="FIELD.pt checkpoint")
-    s.add_argument("--grid", required=True, help="AxB, AxBxC or xF (F times the training grid)")
+    s.add_argument("--grid", required=True,
+                   help="output voxels: N, AxB, AxBxC (image order y,x / z,y,x) or xF (F times the training grid)")
     s.add_argument("--region", default=None,
-                   help="x0,x1,y0,y1[,z0,z1] in mm (write --region=-5,5,-5,5 when it starts with a minus)")
-    s.add_argument("--output", required=True)
-    s.add_argument("--force", action="store_true")
+                   help="x0,x1,y0,y1[,z0,z1] in mm, x first (write --region=-5,5,-5,5 when it starts with a "
+                        "minus); default: the whole field of view")
+    s.add_argument("--max-memory", type=float, default=2.0, metavar="GB",
+                   help="refuse a grid whose float32 image exceeds this many GiB")
+    s.add_argument("--output", required=True, help="OUT.npy, OUT.tif or OUT.mdf")
+    s.add_argument("--force", action="store_true", help="overwrite the output")
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("batch", help="reconstruct a frame series on Dask into Zarr")

@@ -1,6 +1,6 @@
 """Thread-worker plumbing: long work runs off the GUI thread, the GUI only receives results.
 
-`train_updates` wraps `nir.train` so the GUI gets at most one update per `min_interval` (plus
+`train_updates` drives the `nir.train` generator (the stream underneath `nir.fit`) so the GUI gets at most one update per `min_interval` (plus
 every preview and the final state): each `TrainUpdate` carries the loss history since the last
 one, so the curve stays complete while the event loop stays light. Work that would otherwise
 land in the GUI thread is done here, in the worker: the loss curve is rendered to an RGBA image
@@ -280,7 +280,7 @@ def warm_up_training() -> None:
     def run():
         try:
             from ..grid import Grid
-            from ..nir.train import TrainConfig, train
+            from ..nir.train import TrainConfig, fit
             from ..problem import Problem
 
             rng = np.random.default_rng(0)
@@ -289,8 +289,7 @@ def warm_up_training() -> None:
                         np.zeros(6, int), np.arange(6))
             cfg = TrainConfig(width=8, depth=1, iterations=2, val_fraction=0.0, early_stopping=False,
                               device="cpu", log_every=1, preview_every=1, max_scale=2)
-            for _ in train(p, cfg):
-                pass
+            fit(p, cfg)
         except Exception:  # a warm-up only: the real run reports its own errors
             pass
 

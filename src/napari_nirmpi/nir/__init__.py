@@ -1,9 +1,12 @@
-"""Neural implicit representations: networks (`field`), training (`train`), checkpoints."""
+"""Neural implicit representations: networks (`field`), settings (`config`), the rows and units
+training sees (`data`), the sub-voxel operator D (`operators`), training (`train`: `fit` and the
+`train` generator), iterate selection and stopping rules (`stopping`), checkpoints (`checkpoint`)."""
 
+from .config import ExperimentalConfig, TrainConfig
 from .field import Field, FourierMLP, Siren, build_network
-from .stopping import OneStandardError
-from .train import StoppingRule, TrainConfig, TrainState, ValidationPatience, fit, train
+from .stopping import OneStandardError, StoppingRule, ValidationPatience
+from .train import TrainState, fit, train
 from . import checkpoint
 
-__all__ = ["Field", "Siren", "FourierMLP", "build_network", "TrainConfig", "TrainState", "train", "fit",
-           "StoppingRule", "ValidationPatience", "OneStandardError", "checkpoint"]
+__all__ = ["Field", "Siren", "FourierMLP", "build_network", "TrainConfig", "ExperimentalConfig", "TrainState",
+           "train", "fit", "StoppingRule", "ValidationPatience", "OneStandardError", "checkpoint"]

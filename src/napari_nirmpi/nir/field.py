@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from ..errors import NirmpiError
 from ..grid import Grid
 
-__all__ = ["Siren", "FourierMLP", "Field", "build_network", "NETWORKS"]
+__all__ = ["Siren", "FourierMLP", "Field", "build_network", "check_network_config", "expected_state_shapes",
+           "NETWORKS"]
 
 
 def _uniform(t: torch.Tensor, bound: float, gen: torch.Generator | None) -> None:
@@ -163,13 +164,83 @@ class FourierMLP(nn.Module, _OutputMixin):
 
 NETWORKS = {"siren": Siren, "fourier": FourierMLP}
 
+_KEYS = {"siren": {"network", "in_dim", "width", "depth", "omega0", "hidden_omega0", "positive", "fold", "output_bias"},
+         "fourier": {"network", "in_dim", "width", "depth", "num_features", "sigma", "positive", "output_bias"}}
 
-def build_network(config: dict, seed: int | None = 0) -> nn.Module:
-    """Build a network from its `config()` dict (the 'network' key picks the class)."""
+
+def check_network_config(config) -> dict:
+    """Refuse a network config that names an unknown network or sizes outside `config.LIMITS`
+    (checked before anything is allocated: a crafted checkpoint cannot make a billion weights).
+    Returns a plain copy."""
+    from .config import LIMITS, parameter_count
+
+    if not isinstance(config, dict):
+        raise NirmpiError(f"network config must be a dict, got {type(config).__name__}")
     cfg = dict(config)
-    name = cfg.pop("network", "siren")
+    name = cfg.get("network", "siren")
     if name not in NETWORKS:
         raise NirmpiError(f"unknown network {name!r}; expected one of {sorted(NETWORKS)}")
+    unknown = set(cfg) - _KEYS[name]
+    if unknown:
+        raise NirmpiError(f"network config for {name!r}: unknown settings {sorted(unknown)}")
+
+    def integer(key, lo, hi, default):
+        v = cfg.get(key, default)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise NirmpiError(f"network config {key}={v!r}: expected an integer in [{lo}, {hi}]")
+
+    def real(key, lo, hi, default):
+        v = cfg.get(key, default)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (math.isfinite(v) and lo < v <= hi):
+            raise NirmpiError(f"network config {key}={v!r}: expected a finite number in ({lo:g}, {hi:g}]")
+
+    integer("in_dim", 2, 3, 2)
+    integer("width", *LIMITS["width"], 128)
+    integer("depth", *LIMITS["depth"], 3)
+    w_lo, w_hi = LIMITS["omega0"]
+    if name == "siren":
+        real("omega0", w_lo, w_hi, 30.0)
+        real("hidden_omega0", w_lo, w_hi, 30.0)
+        if not isinstance(cfg.get("fold", True), bool):
+            raise NirmpiError(f"network config fold={cfg['fold']!r}: expected true or false")
+    else:
+        integer("num_features", *LIMITS["num_features"], 128)
+        real("sigma", 0.0, 1e4, 4.0)
+    b = cfg.get("output_bias", 0.0)
+    if not isinstance(b, (int, float)) or isinstance(b, bool) or not (math.isfinite(b) and abs(b) <= 1e6):
+        raise NirmpiError(f"network config output_bias={b!r}: expected a finite number")
+    if cfg.get("positive") not in (None, "softplus", "relu", "square"):
+        raise NirmpiError(f"network config positive={cfg['positive']!r}: expected null, softplus, relu or square")
+    n = parameter_count(cfg)
+    if n > LIMITS["parameters"]:
+        raise NirmpiError(f"network config {name} width {cfg.get('width')} × depth {cfg.get('depth')} makes "
+                          f"{n:,} parameters; the limit is {LIMITS['parameters']:,}")
+    return cfg
+
+
+def expected_state_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes `build_network(config)` has, computed without building it."""
+    cfg = check_network_config(config)
+    d, w, depth = int(cfg.get("in_dim", 2)), int(cfg.get("width", 128)), int(cfg.get("depth", 3))
+    shapes: dict[str, tuple[int, ...]] = {}
+    if cfg.get("network", "siren") == "fourier":
+        nf = int(cfg.get("num_features", 128))
+        shapes["B"] = (nf, d)
+        ins = [2 * nf] + [w] * depth
+    else:
+        ins = [d] + [w] * depth
+    for i, fan_in in enumerate(ins):
+        shapes[f"layers.{i}.weight"] = (w, fan_in)
+        shapes[f"layers.{i}.bias"] = (w,)
+    shapes["out.weight"], shapes["out.bias"] = (1, w), (1,)
+    return shapes
+
+
+def build_network(config: dict, seed: int | None = 0) -> nn.Module:
+    """Build a network from its `config()` dict (the 'network' key picks the class); sizes are
+    checked first (`check_network_config`)."""
+    cfg = check_network_config(config)
+    name = cfg.pop("network", "siren")
     try:
         return NETWORKS[name](**cfg, seed=seed)
     except TypeError as e:

@@ -1,4 +1,10 @@
-"""Stopping rules for `train` (no ground truth): which iterate to return and when to stop.
+"""Iterate selection and stopping rules for `train` (no ground truth): which checkpoint to
+return, and whether to end the run before its iteration budget.
+
+Selection and stopping are two jobs: every rule *selects* the returned checkpoint from the
+held-out misfits; `ValidationPatience` and `OneStandardError` may also *stop* the run `patience`
+iterations after the lowest misfit. The default patience equals the default budget, so a default
+run trains to the end and only selects.
 
 A rule is called at every validation check (every `TrainConfig.val_every` iterations) with the
 held-out misfit and the training misfit, and returns (is_best, stop_reason or None). `is_best`
@@ -23,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["StoppingRule", "ValidationPatience", "OneStandardError", "TrackBest"]
+__all__ = ["StoppingRule", "ValidationPatience", "OneStandardError", "TrackBest", "rule_spec", "rule_from_spec"]
 
 
 class StoppingRule(Protocol):
@@ -62,12 +68,23 @@ class ValidationPatience:
         return is_best, None
 
     def final_reason(self, iteration: int) -> str:
-        return (f"max iterations [rule {self.name}: held-out misfit still improving within the patience "
-                f"of {self.patience}; returned the lowest, {self.best:.4g} at iteration {self.best_iteration}]")
+        return (f"max iterations [rule {self.name}: iterate selection returned the lowest held-out misfit, "
+                f"{self.best:.4g} at iteration {self.best_iteration}; the patience of {self.patience} iterations "
+                f"without improvement did not end the run early]")
 
     def __repr__(self) -> str:
         return (f"ValidationPatience(patience={self.patience}, min_delta={self.min_delta}, "
                 f"min_iterations={self.min_iterations})")
+
+    def spec(self) -> dict:
+        """The rule's settings as JSON data (`rule_from_spec` rebuilds it)."""
+        return {"rule": self.name, "patience": self.patience, "min_delta": self.min_delta,
+                "min_iterations": self.min_iterations}
+
+    def __eq__(self, other):  # same class and settings: configs holding rules compare by settings
+        return type(other) is type(self) and other.spec() == self.spec()
+
+    __hash__ = None
 
 
 class OneStandardError(ValidationPatience):
@@ -123,13 +140,16 @@ class OneStandardError(ValidationPatience):
         return self.chosen, stop
 
     def final_reason(self, iteration: int) -> str:
-        return (f"max iterations [rule {self.name}: returned iteration {self.chosen}, the earliest whose "
-                f"held-out misfit is within {self.k:g} standard error(s) of the lowest (iteration "
+        return (f"max iterations [rule {self.name}: iterate selection returned iteration {self.chosen}, the "
+                f"earliest whose held-out misfit is within {self.k:g} standard error(s) of the lowest (iteration "
                 f"{self.best_iteration})]")
 
     def __repr__(self) -> str:
         return (f"OneStandardError(patience={self.patience}, k={self.k}, min_delta={self.min_delta}, "
                 f"min_iterations={self.min_iterations})")
+
+    def spec(self) -> dict:
+        return {**super().spec(), "k": self.k}
 
 
 class TrackBest:
@@ -151,3 +171,41 @@ class TrackBest:
 
     def __repr__(self) -> str:
         return "TrackBest()"
+
+    def spec(self) -> dict:
+        return {"rule": self.name}
+
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    __hash__ = None
+
+
+RULES = {"ValidationPatience": ValidationPatience, "OneStandardError": OneStandardError, "TrackBest": TrackBest}
+
+
+def rule_spec(rule) -> dict | None:
+    """JSON data for a rule: a built-in rule's settings; for a custom object
+    {"rule": "custom", "repr": ...} (a record only: it cannot be rebuilt)."""
+    if rule is None:
+        return None
+    if type(rule) in RULES.values():
+        return rule.spec()
+    return {"rule": "custom", "repr": repr(rule)[:500]}
+
+
+def rule_from_spec(spec: dict):
+    """The built-in rule `rule_spec` described."""
+    from ..errors import NirmpiError
+
+    name = spec.get("rule") if isinstance(spec, dict) else None
+    if name == "custom":
+        raise NirmpiError(f"stopping rule {spec.get('repr', '?')}: a custom rule object was recorded, and it "
+                          "cannot be rebuilt from its description; pass the object as TrainConfig(stopping=...)")
+    if name not in RULES:
+        raise NirmpiError(f"stopping rule {spec!r}: expected {{'rule': one of {sorted(RULES)}, ...settings}}")
+    kw = {k: v for k, v in spec.items() if k != "rule"}
+    try:
+        return RULES[name](**kw)
+    except TypeError as e:
+        raise NirmpiError(f"stopping rule {spec!r}: {e}") from None
