@@ -187,14 +187,14 @@ def nir_configs(method_kwargs: dict, device: str = "auto"):
 def train_frame(problem, config, init_field=None):
     """Final TrainState of NIR training on one frame; with `init_field`, training starts from that
     field's weights and keeps its output scale (so its first iterate IS the previous frame's image)."""
-    from ..nir import train as nt
+    from ..nir.train import fit, train
 
     # the one training loop, `nir.fit`, once it takes a starting field; the bare generator before
-    if "init_field" in inspect.signature(nt.fit).parameters:
-        _, state = nt.fit(problem, config, init_field=init_field)
+    if "init_field" in inspect.signature(fit).parameters:
+        _, state = fit(problem, config, init_field=init_field)
         return state
     state = None
-    gen = nt.train(problem, config, init_field=init_field)
+    gen = train(problem, config, init_field=init_field)
     try:
         for state in gen:
             pass
