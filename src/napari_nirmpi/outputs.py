@@ -123,11 +123,17 @@ def write_image(path, image, grid, params=None, force: bool = False) -> str:
         if ext == ".npy":
             np.save(f, image)
         else:
+            import io
+
             import tifffile
 
-            tifffile.imwrite(f, image, imagej=True, resolution=resolution,
+            # tifffile reopens a file object by its name, which an fd opened by mkstemp lacks;
+            # an image fits in memory anyway (it was computed there)
+            buf = io.BytesIO()
+            tifffile.imwrite(buf, image, imagej=True, resolution=resolution,
                              metadata={"unit": "mm", "axes": "ZYX" if image.ndim == 3 else "YX",
                                        **({"spacing": spacing} if spacing is not None else {})})
+            f.write(buf.getbuffer())
 
     atomic_write(path, write, force=force)
     return path

@@ -201,6 +201,12 @@ def open_store(path, attrs: dict, num_frames: int, out_shape: tuple, chunk_frame
     path = Path(path)
     if overwrite and (path.exists() or path.is_symlink()):
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise NirmpiError(f"{path}: exists and is not a Zarr store (a directory); choose another output "
+                          "or overwrite=True (CLI: --force)")
+    if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").is_file():
+        # zarr would add its metadata to any folder: never write into one we did not make
+        raise NirmpiError(f"{path}: exists and is not a Zarr store; choose another output")
     g = zarr.open_group(str(path), mode="a")
     if SERIES_ARRAY in g:
         arr = g[SERIES_ARRAY]
