@@ -483,3 +483,24 @@ def test_a_method_is_one_table_entry(series, monkeypatch, tmp_path):
     assert res.array.shape == (3, 9, 9) and np.isfinite(res.array[:]).all()
     assert calls == [("cgnr", 0.1)] * 3 and res.array.attrs["method"] == "cgnr"
     assert s.verify_series(res.path)["ok"]
+
+
+def test_store_opens_with_ome_zarr_tools(clean):
+    """Other NGFF tools read the store (skipped where they are not installed; checked on
+    2026-12-03 with ome-zarr 0.18.0, ome-zarr-models 1.7 and napari-ome-zarr 0.10.0)."""
+    ome_zarr = pytest.importorskip("ome_zarr")
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    res = clean[0]
+    [node] = list(Reader(parse_url(res.path))())
+    np.testing.assert_array_equal(np.asarray(node.data[0]), res.array[:])
+    assert [a["unit"] for a in node.metadata["axes"]] == ["second", "millimeter", "millimeter"]
+    models = pytest.importorskip("ome_zarr_models")
+    image = models.open_ome_zarr(zarr.open_group(res.path, mode="r"))   # validates against NGFF 0.5
+    assert [a.name for a in image.ome_attributes.multiscales[0].axes] == ["t", "y", "x"]
+    nz = pytest.importorskip("napari_ome_zarr._reader")
+    [(data, kw, kind)] = nz.napari_get_reader(res.path)(res.path)
+    assert kind == "image" and tuple(kw["units"]) == ("second", "millimeter", "millimeter")
+    np.testing.assert_allclose(kw["scale"][1:], res.grid.scale_mm)   # voxel size in mm
+    del ome_zarr
