@@ -87,3 +87,13 @@ def test_preprocess_and_batch_agree_on_averaging():
     np.testing.assert_allclose(p.u[2] / w, meas[4:6, 0].mean(axis=0)[np.asarray(p.freq_index)], rtol=1e-5)
     # and the "0,2,5" grammar the widget accepted is accepted by the batch plan too
     assert plan_frames(np.zeros(F, bool), None, "0,2,5")["fg_blocks"] == [[0], [2], [5]]
+
+
+def test_check_selection_is_syntax_only():
+    from napari_nirmpi.frames import check_selection
+
+    assert check_selection("all") is None and check_selection(" ") is None
+    assert check_selection(" 0:4, 9 ") == "0:4, 9" and check_selection("-3:") == "-3:"
+    for bad in ("a", "1:2:3:4", "0:5:0", ","):
+        with pytest.raises(SelectionError):
+            check_selection(bad)

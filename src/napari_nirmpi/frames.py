@@ -48,7 +48,8 @@ def _parse_int(tok: str, what: str, text: str) -> int:
         raise SelectionError(f"{what} {text!r}: {tok!r} is not an integer; expected {_GRAMMAR}") from None
 
 
-def _parse_text(text: str, n: int, what: str) -> list[int]:
+def _parse_text(text: str, n: int | None, what: str) -> list[int]:
+    """Indices of `text` among n; n=None checks the syntax only (returns [])."""
     out: list[int] = []
     tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
     if not tokens:
@@ -61,9 +62,12 @@ def _parse_text(text: str, n: int, what: str) -> list[int]:
             vals = [_parse_int(p, what, text) if p.strip() else None for p in parts]
             if len(vals) == 3 and vals[2] == 0:
                 raise SelectionError(f"{what} {text!r}: step 0 in {tok!r}")
-            out.extend(range(n)[slice(*vals)])
+            if n is not None:
+                out.extend(range(n)[slice(*vals)])
         else:
-            out.append(_parse_int(tok, what, text))
+            v = _parse_int(tok, what, text)
+            if n is not None:
+                out.append(v)
     return out
 
 
@@ -115,6 +119,18 @@ def parse_frames(text_or_seq, num_frames: int) -> np.ndarray:
     """Indices (int64, in the order given, no repeats) into `num_frames` frames; see the module
     docstring for the grammar. Raises SelectionError (a NirmpiError) with the reason."""
     return _select(text_or_seq, num_frames, "frames", "frames")
+
+
+def check_selection(text, what: str = "frames") -> str | None:
+    """Syntax check of a selection typed before the data is known (a widget field): None for
+    "all", else the text itself, which `build_problem` / `reconstruct_series` parse against the
+    real count. Raises SelectionError on text the grammar does not accept."""
+    if _is_all(text):
+        return None
+    if not isinstance(text, str):
+        raise SelectionError(f"{what} {text!r}: expected text such as {_GRAMMAR}")
+    _parse_text(text, None, what)
+    return text.strip()
 
 
 def parse_channels(text_or_seq, num_channels: int | None) -> list[int] | None:
