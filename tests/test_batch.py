@@ -331,10 +331,10 @@ def test_store_is_ngff_with_mm_and_seconds(clean):
     """The store is an NGFF 0.5 image: axes t/y/x in s and mm, transforms from the grid and the
     frame times, dimension names on the array (what napari-ome-zarr and other viewers read)."""
     import json
+    from pathlib import Path
 
     res = clean[0]
-    root = json.loads((res.path / "zarr.json" if hasattr(res.path, "joinpath") else
-                       __import__("pathlib").Path(res.path) / "zarr.json").read_text())
+    root = json.loads((Path(res.path) / "zarr.json").read_text())
     assert root["zarr_format"] == 3 and root["node_type"] == "group"
     ome = root["attributes"]["ome"]
     assert ome["version"] == "0.5"
