@@ -46,7 +46,7 @@ def _ground_truth(paths, grid_shape):
 def throughput(sm, meas, method, method_kwargs, workers, frames, chunk_frames, device, tmp,
                threads_per_worker=None):
     """(frames/s steady state, startup seconds, seconds) on a fresh LocalCluster of `workers`."""
-    from napari_nirmpi import batch
+    from napari_nirmpi import series as batch
 
     t0 = time.perf_counter()
     client, _ = batch.make_client(workers=workers, device=device, threads_per_worker=threads_per_worker)
@@ -64,16 +64,21 @@ def throughput(sm, meas, method, method_kwargs, workers, frames, chunk_frames, d
         threads = getattr(client, "_nirmpi_threads", None)
     finally:
         batch.close_client(client)
+    # what a resume or `nirmpi batch --verify` adds: re-reading every chunk against its checksum
+    t1 = time.perf_counter()
+    ok = batch.verify_series(res.path)["ok"]
+    verify_s = time.perf_counter() - t1
     return {"workers": workers, "threads_per_worker": threads, "frames": res.frames_total,
             "seconds": round(res.seconds, 3), "frames_per_second": round(res.frames_total / res.seconds, 3),
-            "startup_s": round(startup, 2), "failed": len(res.failed_frames)}
+            "startup_s": round(startup, 2), "failed": len(res.failed_frames),
+            "verify_s": round(verify_s, 4), "verify_ok": ok, "verify_vs_compute": round(verify_s / res.seconds, 4)}
 
 
 def warm_start_savings(sm, meas, gt, cold_iterations, budgets, nframes, nir_kwargs, device, warm_lrs=(None,)):
     """Mean PSNR of frames 1..n-1 (vs ground truth): cold (each from scratch, cold_iterations)
     against warm (from the previous frame's field, each budget); smallest budget that reaches the
     cold quality and the share of steps it saves."""
-    from napari_nirmpi import batch
+    from napari_nirmpi import series as batch
     from napari_nirmpi.metrics import psnr
     from napari_nirmpi.preprocess import build_problem, measurement_frames
     from napari_nirmpi.sample import sample
@@ -122,7 +127,7 @@ def warm_start_savings(sm, meas, gt, cold_iterations, budgets, nframes, nir_kwar
 def gpu_per_frame(sm, meas, nir_kwargs, iterations, warm_iterations, nframes, warm_lr=None):
     import torch
 
-    from napari_nirmpi import batch, solvers
+    from napari_nirmpi import series as batch, solvers
     from napari_nirmpi.preprocess import build_problem, measurement_frames
 
     if not torch.cuda.is_available():
@@ -204,7 +209,8 @@ def main(argv=None):
                 result["kaczmarz"]["runs"].append(r)
                 print(f"kaczmarz  {w} worker(s) x {r['threads_per_worker']} threads: "
                       f"{r['frames_per_second']:8.2f} frames/s  ({r['frames']} frames in {r['seconds']} s; "
-                      f"startup {r['startup_s']} s)", flush=True)
+                      f"startup {r['startup_s']} s); checksum check of the store {r['verify_s']} s "
+                      f"= {r['verify_vs_compute']:.4f} x the compute time", flush=True)
             for w in workers:
                 r = throughput(sm, meas, "nir", nir_kwargs, w, nir_frames, nir_chunk, "cpu", tmp,
                                a.threads_per_worker or None)

@@ -26,12 +26,11 @@ class _Parser(argparse.ArgumentParser):
 
 # -- helpers --------------------------------------------------------------------------------
 def _channels(text):
-    if text is None:
-        return None
-    try:
-        return [int(c) for c in str(text).split(",") if c.strip() != ""]
-    except ValueError:
-        raise NirmpiError(f"--channels {text!r}: expected comma-separated integers such as 0,1") from None
+    """--channels in the one selection grammar (napari_nirmpi.frames); the range is checked
+    once the file is read."""
+    from .frames import parse_channels
+
+    return parse_channels(text, None)
 
 
 def _region(text, ndim):
@@ -42,35 +41,10 @@ def _region(text, ndim):
 
 
 def write_image(path, image, grid, params=None, force=False):
-    """Write an image as .npy (float32), .tif (with mm resolution) or .mdf (reconstruction)."""
-    path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".npy", ".tif", ".tiff", ".mdf", ".h5", ".hdf5"):
-        raise NirmpiError(f"{path}: output must end in .npy, .tif or .mdf")
-    if os.path.exists(path) and not force:
-        raise NirmpiError(f"{path} exists; pass --force to overwrite")
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise NirmpiError(f"{path}: folder {d} does not exist")
-    image = np.asarray(image, dtype=np.float32)
-    if ext in (".mdf", ".h5", ".hdf5"):
-        from . import mdf
+    """Write an image as .npy, .tif or .mdf (moved to `napari_nirmpi.outputs.write_image`)."""
+    from .outputs import write_image as _write
 
-        mdf.write_reconstruction(path, image, grid, params=params or {}, force=force)
-        return path
-    tmp = path + ".part"
-    if ext == ".npy":
-        with open(tmp, "wb") as f:
-            np.save(f, image)
-    else:
-        import tifffile
-
-        vy, vx = grid.voxel_size[-2:]
-        tifffile.imwrite(tmp, image, imagej=True, resolution=(1 / (vx * 1e3), 1 / (vy * 1e3)),
-                         metadata={"unit": "mm", "axes": "ZYX" if image.ndim == 3 else "YX",
-                                   **({"spacing": grid.voxel_size[0] * 1e3} if image.ndim == 3 else {})})
-    os.replace(tmp, path)
-    return path
+    return _write(path, image, grid, params, force=force)
 
 
 def run_nir(problem, config, *, desc="NIR"):
@@ -176,29 +150,86 @@ def cmd_sample(a):
 
 
 def cmd_batch(a):
-    from .batch import reconstruct_series
+    from .series import reconstruct_series, verify_series
 
-    frames = None if a.frames in (None, "all") else a.frames
+    if a.verify:
+        if _verify_store(a.output, verify_series):
+            raise SystemExit(1)  # damaged or incomplete: a result for scripts, not bad input (2)
+        return
+    missing = [f"--{k}" for k in ("sm", "meas") if getattr(a, k) is None]
+    if missing:
+        raise NirmpiError(f"{' and '.join(missing)} required (only --verify works on the store alone)")
     method_kwargs = {}
     if a.iterations is not None:
         method_kwargs["iterations"] = a.iterations
     if a.lam is not None:
-        if a.method != "kaczmarz":
-            raise NirmpiError("--lambda applies to --method kaczmarz only")
+        if a.method == "nir":
+            raise NirmpiError("--lambda does not apply to --method nir")
         method_kwargs["lam"] = a.lam
     if a.grid is not None:
-        if a.method != "nir":
-            raise NirmpiError("--grid applies to --method nir only (Kaczmarz reconstructs on the native grid)")
+        if a.method == "kaczmarz":
+            raise NirmpiError("--grid does not apply to --method kaczmarz (it reconstructs on the native grid)")
         method_kwargs["grid"] = a.grid
     if a.seed is not None and a.method == "nir":
         method_kwargs["seed"] = a.seed
     method_kwargs.update(_nir_options(a))
-    out = reconstruct_series(a.sm, a.meas, method=a.method, frames=frames, average=a.average,
-                             output=a.output, scheduler=a.scheduler, workers=a.workers,
-                             threads_per_worker=a.threads_per_worker, device=a.device,
-                             preprocess=_preprocess_kw(a), method_kwargs=method_kwargs,
-                             chunk_frames=a.chunk_frames, progress=True, overwrite=a.force)
+    bar = None
+
+    def on_chunk(info):
+        nonlocal bar
+        if bar is None:
+            bar = _progress(info["frames_todo"], f"nirmpi batch ({a.method})")
+            bar.unit = "frame"
+        bar.update(info["frames"])
+
+    try:
+        out = reconstruct_series(a.sm, a.meas, method=a.method, frames=a.frames, average=a.average,
+                                 output=a.output, scheduler=a.scheduler, workers=a.workers,
+                                 threads_per_worker=a.threads_per_worker, device=a.device,
+                                 preprocess=_preprocess_kw(a), method_kwargs=method_kwargs,
+                                 chunk_frames=a.chunk_frames, overwrite=a.force, on_chunk=on_chunk)
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = out.failed_frames
+    if out.chunks_damaged:
+        print(f"nirmpi batch: {len(out.chunks_damaged)} damaged chunk(s) found and recomputed: "
+              f"{sorted(out.chunks_damaged)}", file=sys.stderr)
+    if failed:
+        print(f"nirmpi batch: {len(failed)} frame(s) failed:", file=sys.stderr)
+        for f in failed[:20]:
+            print(f"  frame {f['frame']} (raw {f['raw_frames']}): {f['message']}", file=sys.stderr)
+        if len(failed) > 20:
+            print(f"  … and {len(failed) - 20} more (attrs 'failed_frames')", file=sys.stderr)
     print(out)
+
+
+def _verify_store(path, verify_series) -> int:
+    """`nirmpi batch --verify --output STORE`: exit 0 when every chunk is done and matches its
+    checksum, 1 when a chunk is damaged or still to do (a re-run of the batch command fixes both)."""
+    r = verify_series(path)
+    for c, why in sorted(r["damaged"].items()):
+        print(f"damaged chunk {c}: {why}")
+    if r["damaged"]:
+        print(f"{path}: {len(r['damaged'])} of {r['chunks_total']} chunk(s) damaged (frames "
+              f"{_ranges(r['damaged_frames'])}); re-run the same nirmpi batch command to recompute them")
+    if r["todo"]:
+        print(f"{path}: {len(r['todo'])} of {r['chunks_total']} chunk(s) not computed yet")
+    if r["ok"]:
+        print(f"{path}: all {r['chunks_total']} chunk(s) ({r['frames_total']} frames) intact")
+    return 0 if r["ok"] else 1
+
+
+def _ranges(idx) -> str:
+    out, idx = [], sorted(idx)
+    i = 0
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        out.append(str(idx[i]) if i == j else f"{idx[i]}-{idx[j]}")
+        i = j + 1
+    return ",".join(out)
 
 
 def cmd_demo(a):
@@ -297,11 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite the output")
     s.set_defaults(func=cmd_sample)
 
-    s = sub.add_parser("batch", help="reconstruct a frame series on Dask into Zarr")
+    s = sub.add_parser("batch", help="reconstruct a frame series on Dask into an OME-Zarr store")
     add_pre(s)
-    s.add_argument("--method", choices=["kaczmarz", "nir"], default="kaczmarz")
-    s.add_argument("--frames", default="all", help="all or A:B (foreground frames)")
-    s.add_argument("--average", type=int, default=None, help="average blocks of K frames")
+    for act in s._actions:  # --verify checks a store alone: the files are needed only to compute
+        if act.dest in ("sm", "meas"):
+            act.required = False
+    s.add_argument("--method", default="kaczmarz",
+                   help="kaczmarz (default), nir, or a method of napari_nirmpi.classic")
+    s.add_argument("--frames", default="all",
+                   help="foreground frames: all, A:B, A:B:S, 0,2,5 or a mix such as 0:10,20")
+    s.add_argument("--average", type=int, default=None,
+                   help="average blocks of K frames (a trailing incomplete block is left out)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
     g.add_argument("--workers", type=int, default=None, help="start a local cluster of N workers")
@@ -313,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="NIR seed")
     _add_nir_options(s)
     s.add_argument("--output", required=True, help="OUT.zarr (re-running resumes)")
+    s.add_argument("--verify", action="store_true",
+                   help="check OUT.zarr against its per-chunk checksums and exit: 0 intact and complete, "
+                        "1 damaged or incomplete chunks (listed)")
     s.set_defaults(func=cmd_batch)
 
     s = sub.add_parser("demo", help="simulate the spiral, run both methods, write a comparison figure")

@@ -6,6 +6,7 @@ subtracted, all foreground frames averaged, rows normalised by their ℓ2 norm.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -13,6 +14,8 @@ import numpy as np
 from .errors import NirmpiError, ProblemMismatch
 from .grid import Grid
 from .problem import Problem
+
+log = logging.getLogger(__name__)
 
 DEFAULTS = dict(min_freq=20e3, max_freq=380e3, snr_threshold=1.5, channels=None,
                 normalize_rows=True, background="auto", frames=None, average=None)
@@ -78,24 +81,28 @@ def snr_from_frames(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
 
 
 def _frame_blocks(n: int, frames, average) -> list[np.ndarray]:
-    """Split positions 0..n-1 (after `frames` selection) into averaging blocks."""
-    idx = np.arange(n)
-    if frames is not None:
-        if isinstance(frames, slice):
-            idx = idx[frames]
-        else:
-            sel = np.asarray(frames, dtype=np.int64).ravel()
-            if sel.size and (sel.min() < -n or sel.max() >= n):
-                raise ProblemMismatch(f"frame selection {sel.min()}..{sel.max()} outside the {n} foreground frames")
-            idx = idx[sel]
-    if idx.size == 0:
-        raise ProblemMismatch("no foreground frames selected")
+    """Split positions 0..n-1 (after `frames` selection, the grammar of `napari_nirmpi.frames`)
+    into averaging blocks: None averages every selected frame into one; K makes blocks of K
+    and drops a trailing incomplete block (`frames.average_blocks` says why)."""
+    from .frames import average_blocks, parse_frames
+
+    idx = parse_frames(frames, n)
     if average is None:
         return [idx]
-    average = int(average)
-    if average < 1:
-        raise ProblemMismatch(f"average must be >= 1, got {average}")
-    return [idx[i:i + average] for i in range(0, idx.size, average)]
+    blocks, dropped = average_blocks(idx, average)
+    if dropped:
+        log.warning("average=%d: the last %d selected frame(s) do not fill a block and are left out",
+                    blocks.shape[1], dropped)
+    return list(blocks)
+
+
+def _dropped(n: int, frames, average) -> int:
+    """Frames left out by the averaging rule (for the Problem's params)."""
+    if average is None:
+        return 0
+    from .frames import average_blocks, parse_frames
+
+    return average_blocks(parse_frames(frames, n), average)[1]
 
 
 def _scale_rows(S, normalize_rows):
@@ -137,6 +144,10 @@ def build_problem_from_arrays(sm, sm_background, meas, meas_background, *, snr, 
         raise ProblemMismatch(f"system matrix has {O} positions, grid {grid.shape} has {grid.size}")
     if meas.ndim != 3 or meas.shape[1:] != (C, K):
         raise ProblemMismatch(f"measurement spectra {meas.shape} do not match the system matrix (C={C}, K={K})")
+    if channels is not None:
+        from .frames import parse_channels
+
+        channels = parse_channels(channels, C)
     ch, fi = select_rows(frequencies, snr, min_freq=min_freq, max_freq=max_freq,
                          snr_threshold=snr_threshold, channels=channels)
     S = sm[ch, fi, :]
@@ -154,6 +165,9 @@ def build_problem_from_arrays(sm, sm_background, meas, meas_background, *, snr, 
              channels=sorted(set(int(c) for c in ch)), normalize_rows=normalize_rows,
              background=bool(background), average=average,
              frames=None if frames is None else str(frames), num_rows=int(ch.size))
+    dropped = _dropped(rows.shape[0], frames, average)
+    if dropped:
+        p["frames_dropped"] = dropped
     p.update(params or {})
     snr_rows = None if snr is None else np.asarray(snr)[ch, fi].astype(np.float32)
     return _finish(S, u, bg_rows, weights, grid, np.asarray(frequencies)[fi], ch, fi, snr_rows, p,
@@ -229,6 +243,8 @@ def build_problem(sm, meas, *, min_freq=20e3, max_freq=380e3, snr_threshold=1.5,
     if mf.kind == "reconstruction":
         raise ProblemMismatch(f"{mf.path}: is a reconstruction, not a measurement")
     check_compatible(smf, mf)
+    from .frames import parse_channels
+
     C = smf.acquisition.num_rx_channels
     snr = _sm_snr(smf, list(range(C)))
     available = None
@@ -245,7 +261,7 @@ def build_problem(sm, meas, *, min_freq=20e3, max_freq=380e3, snr_threshold=1.5,
         raise ProblemMismatch(f"{smf.path}: no /calibration/snr and no background frames to estimate it; "
                               "use snr_threshold=0")
     ch, fi = select_rows(smf.frequencies, snr, min_freq=min_freq, max_freq=max_freq,
-                         snr_threshold=snr_threshold, channels=channels if channels is not None else range(C),
+                         snr_threshold=snr_threshold, channels=parse_channels(channels, C),
                          available=available)
     # rows are channel-outer: read each channel's own frequency list (the reader's requests are
     # channel × frequency products, and only the selected rows leave the disk)
@@ -258,6 +274,12 @@ def build_problem(sm, meas, *, min_freq=20e3, max_freq=380e3, snr_threshold=1.5,
                   background=str(background), frames=None if frames is None else str(frames),
                   average=average, period=period, num_rows=int(ch.size),
                   sm_path=os.path.abspath(str(smf.path)), meas_path=os.path.abspath(str(mf.path)))
+    if average is not None:
+        n_fg = int(mf.num_frames - (np.count_nonzero(mf.is_background_frame) if mf.is_background_frame is not None
+                                    else 0))
+        dropped = _dropped(n_fg, frames, average)
+        if dropped:
+            params["frames_dropped"] = dropped
     snr_rows = None if snr is None else snr[ch, fi].astype(np.float32)
     return _finish(S, u, bg_rows, weights, smf.grid, smf.frequencies[fi], ch, fi, snr_rows, params,
                    n_avg=len(blocks[0]))

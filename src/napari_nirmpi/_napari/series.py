@@ -1,7 +1,8 @@
-"""Frame-series Zarr stores (written by `nirmpi batch` / `batch.reconstruct_series`) in napari.
+"""Frame-series Zarr stores (written by `nirmpi batch` / `series.reconstruct_series`) in napari.
 
-A store ``OUT.zarr`` holds the array "reconstruction" (frames, y, x) | (frames, z, y, x) float32
-with attrs (grid, scale_mm, translate_mm, frame_times, method, …). It opens as ONE lazy image
+A store ``OUT.zarr`` (OME-Zarr, NGFF 0.5) holds the array "reconstruction" (frames, y, x) |
+(frames, z, y, x) float32 with attrs (grid, scale_mm, translate_mm, frame_times, method, …);
+napari-ome-zarr opens it too, from the NGFF metadata. Through this plugin it opens as ONE lazy image
 layer (``dask.array.from_zarr``: a frame is read from disk when it is displayed) with
 
 * a time axis: ``axis_labels = ("t", "y", "x")``, scale = the frame interval (s) and
@@ -56,17 +57,11 @@ def looks_like_series(path) -> bool:
 
 def frame_axis(attrs: dict, n: int) -> tuple[float, float, np.ndarray | None]:
     """(scale, translate, times) of the frame axis: the median frame interval (s) and the first
-    frame time when the store knows the times, else (1, 0, None) (frame index)."""
-    raw = attrs.get("frame_times") or []
-    times = np.array([np.nan if t is None else float(t) for t in raw], float)
-    if times.size != n or not np.isfinite(times).all():
-        return 1.0, 0.0, None
-    if n == 1:
-        return 1.0, float(times[0]), times
-    dt = float(np.median(np.diff(times)))
-    if not dt > 0:
-        return 1.0, 0.0, None
-    return dt, float(times[0]), times
+    frame time when the store knows the times, else (1, 0, None) (frame index). The same numbers
+    as the store's NGFF metadata (`series.store.time_axis`)."""
+    from ..series.store import time_axis
+
+    return time_axis(attrs.get("frame_times"), n)
 
 
 def _contrast(arr, n: int) -> tuple[float, float]:
@@ -87,7 +82,7 @@ def series_layer_data(path) -> tuple:
     """The LayerData tuple (dask array, add_image kwargs, "image") of a series store."""
     import dask.array as da
 
-    from ..batch import open_series
+    from ..series import open_series
 
     path = os.path.abspath(os.fspath(path))
     arr, grid, attrs = open_series(path)

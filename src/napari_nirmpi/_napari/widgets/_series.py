@@ -1,8 +1,8 @@
 """The "all frames" option of the Baseline and Train widgets: a frame-series batch job.
 
 Every foreground frame of the session's measurement is reconstructed with the widget's method
-parameters and the session Problem's preprocessing parameters (`batch.reconstruct_series` on a
-one-worker in-process Dask cluster, see `workers.series_updates`), written to a Zarr store
+parameters and the session Problem's preprocessing parameters (`series.reconstruct_series` on a
+one-worker in-process Dask cluster, see `workers.series_updates`), written to an OME-Zarr store
 (default ``<measurement>_<method>.zarr`` next to the measurement) and opened through the
 plugin's reader as a lazy time-series layer. Progress goes to napari's activity dock; Stop ends
 the job after the current chunk (re-running with the same parameters resumes the store).
@@ -49,7 +49,7 @@ class SeriesOption:
                                tooltip="Zarr directory to write (default: next to the measurement)")
         self.replace = CheckBox(text="replace an existing series store", value=True,
                                 tooltip="off: resume a store written with the same parameters")
-        self.chunk_frames = None        # frames per batch task/zarr chunk (None: batch's default)
+        self.chunk_frames = None        # frames per task/zarr chunk (None: the method's default)
         self.worker = None
         self.pbar = None
         self.layer = None               # the layer opened from the finished store
@@ -87,6 +87,7 @@ class SeriesOption:
     # -- the job ---------------------------------------------------------------------------------
     def start(self, method_kwargs: dict, device: str = "auto"):
         """Submit the series job; returns the worker (None with a notification on bad input)."""
+        from ...series import default_chunk_frames
         from .. import series
 
         info = self.owner.session.problem_info
@@ -115,7 +116,7 @@ class SeriesOption:
         self.worker = start_worker(
             series_updates, sm, meas, self.method, output=out, preprocess=preprocess_from_info(info),
             method_kwargs=dict(method_kwargs), average=average, device=device, stop=self._stop,
-            chunk_frames=self.chunk_frames,
+            chunk_frames=self.chunk_frames or default_chunk_frames(self.method),
             overwrite=bool(self.replace.value) and exists and series.looks_like_series(out),
             connect={"yielded": self._on_update, "errored": self._failed, "finished": self._finished})
         self._out = out
