@@ -666,6 +666,40 @@ class MDFFile:
             raise MDFError(f"{display_path(self.path)}: dataset /reconstruction/data contains NaN or Inf")
         return a.astype(np.float32).reshape((a.shape[0],) + self.grid.shape), self.grid
 
+    def probe(self, max_chunks: int = 64) -> int:
+        """Read up to `max_chunks` HDF5 chunks of the data (all when there are fewer), spread
+        evenly over the dataset, so that a corrupt chunk or NaN/Inf shows at open time rather
+        than when a lazy view first touches it. Returns the number of chunks read."""
+        name = "/reconstruction/data" if self.kind == "reconstruction" else self._data_name
+
+        def run(h5):
+            d = _Header(h5, self.path).dataset(name)
+            shape = tuple(int(x) for x in d.shape)
+            if not shape or 0 in shape:
+                return 0
+            chunks = d.chunks
+            if chunks is None:  # contiguous: slabs along the first axis of about 4 MB
+                row = max(1, _prod(shape[1:]) * d.dtype.itemsize)
+                chunks = (max(1, (4 << 20) // row),) + shape[1:]
+            counts = [-(-s // c) for s, c in zip(shape, chunks)]
+            total = _prod(counts)
+            picks = range(total) if total <= max_chunks else \
+                sorted({int(round(i * (total - 1) / (max_chunks - 1))) for i in range(max_chunks)})
+            for flat in picks:
+                idx, rest = [], flat
+                for n in reversed(counts):
+                    idx.append(rest % n)
+                    rest //= n
+                idx.reverse()
+                sel = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape))
+                block = np.asarray(d[sel])
+                if block.dtype.kind in "fc" and not np.all(np.isfinite(block)):
+                    raise MDFError(f"{display_path(self.path)}: dataset {name} contains NaN or Inf "
+                                   f"(HDF5 chunk at {tuple(x.start for x in sel)})")
+            return len(picks)
+
+        return self._guarded(run, "a sample of its chunks")
+
     # -- text summary -----------------------------------------------------------------------------
     def summary(self) -> str:
         L = [display_path(self.path), f"  kind        {self.kind} (MDF {self.version})"]

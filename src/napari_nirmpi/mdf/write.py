@@ -410,10 +410,26 @@ def write_measurement(path, data, *, acquisition: Acquisition, is_background_fra
     return _atomic_write(path, force, fill)
 
 
+def _source_acquisition(params) -> Acquisition | None:
+    """The acquisition of the measurement a reconstruction came from (params["meas_path"], as
+    build_problem records it): the spec makes /acquisition mandatory in every file."""
+    src = params.get("meas_path") if isinstance(params, dict) else None
+    if not isinstance(src, str) or not src:
+        return None
+    from .read import MDFFile
+
+    try:
+        return MDFFile(src).acquisition
+    except NirmpiError:  # the source moved or broke since: the reconstruction is still written
+        return None
+
+
 def write_reconstruction(path, image, grid: Grid, *, params=None, force=False,
                          acquisition: Acquisition | None = None, metadata=None) -> Path:
     """Write a reconstruction: image (*grid.shape) or (Q, *grid.shape) -> /reconstruction/data
-    (Q, P, 1) float32, voxels x fastest; parameters (JSON) under /_nirmpi/parameters."""
+    (Q, P, 1) float32, voxels x fastest; parameters (JSON) under /_nirmpi/parameters.
+    /acquisition comes from `acquisition`, else from the measurement named by
+    params["meas_path"]; without either the file lacks it (`nirmpi validate` says so)."""
     if not isinstance(grid, Grid):
         raise MDFError(f"{path}: grid must be a Grid, got {type(grid).__name__}")
     img = np.asarray(image)
@@ -425,6 +441,8 @@ def write_reconstruction(path, image, grid: Grid, *, params=None, force=False,
         raise MDFError(f"{path}: image must be finite real numbers")
     Q = img.shape[0]
     data = img.astype(np.float32).reshape(Q, grid.size, 1)  # C order of (z, y, x) = x fastest
+    if acquisition is None:
+        acquisition = _source_acquisition(params)
 
     def fill(h5):
         _write_common(h5, metadata)
