@@ -192,6 +192,8 @@ def _giant_frames(h):
     nd[: first.shape[0]] = first
     h["/measurement/isBackgroundFrame"] = np.zeros(shape[0], np.int8)
     h["/acquisition/numFrames"][()] = shape[0]
+    if "/_nirmpi/frameTimes" in h:  # as another writer would: no per-frame times of ours
+        del h["/_nirmpi/frameTimes"]
 
 
 def _gzip_bomb(h):

@@ -116,7 +116,7 @@ class _Header:
                     except MDFError as e:
                         if "link loop" in str(e):
                             raise self.err(key, f"soft link {cur.rstrip('/')}/{part} -> {link.path} "
-                                                f"forms a loop") from None
+                                                f"is part of a link loop") from None
                         raise
                     if result[0] is None:
                         raise self.err(key, f"soft link {cur.rstrip('/')}/{part} -> {link.path} "

@@ -169,19 +169,21 @@ class MDFFile:
         tf = None
         if h.has("/acquisition/receiver/transferFunction"):
             tf = h.complex_array("/acquisition/receiver/transferFunction", (C, V // 2 + 1))
-        if h.has("/acquisition/receiver/dataConversionFactor"):
-            cf = h.numbers("/acquisition/receiver/dataConversionFactor")
+        # /measurement/dataConversionFactor: its place in the 2017 drafts before 2017-07-28
+        cf_name = next((n for n in ("/acquisition/receiver/dataConversionFactor",
+                                    "/measurement/dataConversionFactor") if h.has(n)), None)
+        if cf_name is not None:
+            cf = h.numbers(cf_name)
             if cf.shape == (2, C) and C != 2:  # written transposed (Julia's C x 2 seen reversed)
                 cf = cf.T
             if cf.shape != (C, 2):
-                raise h.err("/acquisition/receiver/dataConversionFactor",
+                raise h.err(cf_name,
                             f"expected shape (C={C}, 2) (scale, offset), got {cf.shape}")
-            self._conversion = self._check_conversion(h, cf.astype(np.float64))
+            self._conversion = self._check_conversion(h, cf.astype(np.float64), cf_name)
         return Acquisition(base, tuple(div), tuple(strength), V, bw, C, drive_phase=phase,
                            gradient=gradient, num_periods=J, num_averages=navg, transfer_function=tf)
 
-    def _check_conversion(self, h: _Header, cf: np.ndarray) -> np.ndarray | None:
-        name = "/acquisition/receiver/dataConversionFactor"
+    def _check_conversion(self, h: _Header, cf: np.ndarray, name: str) -> np.ndarray | None:
         scale = cf[:, 0]
         if np.any(scale == 0) or np.any(np.abs(scale) < 1e-300):
             raise h.err(name, f"scale {scale.tolist()} is 0 for channel(s) "
