@@ -295,3 +295,61 @@ def test_validate_runs_as_a_module_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "napari_nirmpi.cli", "validate", str(p)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "conforms to MDF 2.1.0" in r.stdout
+
+
+@pytest.mark.parametrize("storage,fast", [("compound", True), ("trailing", False), ("compound", False)])
+def test_round_trip_write_validate_read(tmp_path, storage, fast):
+    rng = np.random.default_rng(11)
+    N = GRID.size + 2
+    sm = (rng.standard_normal((1, 2, K, N)) + 1j * rng.standard_normal((1, 2, K, N))).astype(np.complex64)
+    p = mdf.write_calibration(tmp_path / "c.mdf", sm, grid=GRID, acquisition=_acq(),
+                              is_background_frame=np.r_[np.zeros(GRID.size, bool), np.ones(2, bool)],
+                              complex_storage=storage, frame_axis_last=fast)
+    deviations = mdf.validate(p)
+    if storage == "compound":
+        assert deviations == []
+    else:  # the trailing axis is readable but not the spec's complex type: validate says so
+        assert [d.path for d in deviations] == ["/measurement/data"]
+    f = mdf.open(p)
+    np.testing.assert_array_equal(f.read_system_matrix(subtract_background=False), sm[0, :, :, :GRID.size].reshape(2 * K, -1))
+    np.testing.assert_array_equal(f.read_background(), sm[0, :, :, GRID.size:].reshape(2 * K, -1))
+    td = rng.standard_normal((3, 1, 2, V)).astype(np.float32)
+    q = mdf.write_measurement(tmp_path / "m.mdf", td, acquisition=_acq(), is_background_frame=np.zeros(3, bool))
+    assert mdf.validate(q) == []
+    np.testing.assert_allclose(mdf.open(q).read_spectra(), np.fft.rfft(td[:, 0].astype(np.float64), axis=-1) / V,
+                               rtol=1e-5, atol=1e-6)
+    img = rng.random((2, *GRID.shape)).astype(np.float32)
+    r = mdf.write_reconstruction(tmp_path / "r.mdf", img, GRID, acquisition=_acq())
+    assert mdf.validate(r) == []
+    got, grid = mdf.open(r).read_reconstruction()
+    np.testing.assert_array_equal(got, img)
+    assert grid == GRID
+
+
+def test_cli_reconstruction_output_validates(tmp_path):
+    from napari_nirmpi.simulate import simulate
+
+    paths = simulate(tmp_path / "sim", grid=5, noise="low")
+    out = tmp_path / "reco.mdf"
+    assert main(["reconstruct", "--sm", paths["sm"], "--meas", paths["meas"], "--iterations", "3",
+                 "--output", str(out)]) == 0
+    assert mdf.validate(out) == []
+    assert mdf.open(out).acquisition.num_sampling_points == mdf.open(paths["meas"]).acquisition.num_sampling_points
+
+
+@pytest.mark.parametrize("change", ["x10", "sign", "zero", "phase"])
+def test_check_compatible_compares_gradient_and_phase(tmp_path, change):
+    sm, meas = _cal(tmp_path), _meas(tmp_path)
+    with h5py.File(meas, "a") as h:
+        g = h["/acquisition/gradient"]
+        if change == "phase":
+            h["/acquisition/drivefield/phase"][...] = h["/acquisition/drivefield/phase"][()] + 0.5
+        else:
+            g[...] = {"x10": 10 * g[()], "sign": -g[()], "zero": 0 * g[()]}[change]
+    with pytest.raises(ProblemMismatch, match="phases" if change == "phase" else "gradients"):
+        build_problem(sm, meas, snr_threshold=0)
+    with h5py.File(meas, "a") as h:  # a phase of -pi equals one of pi: not a mismatch
+        h["/acquisition/gradient"][...] = np.diag([-1.0, -1.0, 2.0])
+        h["/acquisition/drivefield/phase"][...] = np.array([0.0, 0.5])[None, :, None] + \
+            (2 * np.pi if change == "phase" else 0)
+    build_problem(sm, meas, snr_threshold=0, min_freq=0)
