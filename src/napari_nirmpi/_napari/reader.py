@@ -15,7 +15,11 @@ Layers made here:
   time axis (see `series.py`).
 
 `get_reader` only peeks at the HDF5 groups and never raises; a file that looks like MDF but is
-broken gives a napari error notification with the MDFError message (no traceback dialog).
+broken gives a napari error notification with the MDFError message (no traceback dialog); an
+``.h5`` that is not MDF gives a warning notification saying why (napari itself only reports that
+no reader took it). A system matrix is probed at open time (up to 64 chunks read) so that a
+corrupt chunk is reported then, not when a lazy plane is first shown. File warnings (see
+docs/reliability.md) become warning notifications and ``metadata["nirmpi"]["header"]["warnings"]``.
 """
 
 from __future__ import annotations
@@ -242,6 +246,14 @@ def mean_spectrum(f, chunk: int = 64) -> np.ndarray:
     frames = np.flatnonzero(~is_bg)
     if frames.size == 0:
         frames = np.arange(n)
+    from ..mdf import memory_limit
+
+    # a display average: beyond what one read may hold, average evenly spaced frames instead
+    # of streaming millions (a file may declare far more frames than it stores)
+    per_frame = f.acquisition.num_rx_channels * max(1, len(f.available_freq_index)) * 8
+    most = max(1, memory_limit() // per_frame)
+    if frames.size > most:
+        frames = frames[np.linspace(0, frames.size - 1, most).astype(np.int64)]
     total = None
     for s in range(0, frames.size, chunk):
         spec = f.read_spectra(frames=frames[s:s + chunk])  # (F, C, K) complex

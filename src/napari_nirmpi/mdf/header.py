@@ -179,7 +179,7 @@ class _Header:
 
     def raw(self, name: str) -> np.ndarray:
         d = self.dataset(name)
-        if d.size > _MAX_HEADER_ELEMENTS:  # header datasets are small; refuse to load a giant one
+        if _prod(d.shape or ()) > _MAX_HEADER_ELEMENTS:  # header datasets are small (Python ints: no wrap-around)
             raise self.err(name, f"implausibly large for a header dataset: shape {d.shape}")
         self.check_chunks(name, d)
         try:

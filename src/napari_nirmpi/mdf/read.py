@@ -426,7 +426,7 @@ class MDFFile:
         """Datasets under /_nirmpi (name relative to it): small ones as arrays (strings
         decoded, JSON left as text), large ones as `ExtraRef` to `.read()` on demand."""
         out: dict[str, Any] = {}
-        small = [n for n, (shape, _) in self._extras_index.items() if int(np.prod(shape)) <= _SMALL_EXTRA]
+        small = [n for n, (shape, _) in self._extras_index.items() if _prod(shape) <= _SMALL_EXTRA]
         if small:
             with _h5open(self.path) as h5:
                 h = _Header(h5, self.path)
