@@ -197,13 +197,15 @@ def _giant_frames(h):
 
 
 def _gzip_bomb(h):
-    """One chunk decompressing to ~2 GB inside a small file."""
+    """One chunk decompressing to ~2 GB inside a small file (frame axis last in a system matrix)."""
     d = h["/measurement/data"]
     shape, dt = d.shape, d.dtype
-    n = (2 << 30) // (int(np.prod(shape[1:])) * dt.itemsize) + 1
+    fast = bool(h["/measurement/isFastFrameAxis"][()])
+    rest = shape[:-1] if fast else shape[1:]
+    n = (2 << 30) // (int(np.prod(rest)) * dt.itemsize) + 1
+    full = rest + (n,) if fast else (n,) + rest
     del h["/measurement/data"], h["/measurement/isBackgroundFrame"]
-    h.create_dataset("/measurement/data", shape=(n,) + shape[1:], dtype=dt, chunks=(n,) + shape[1:],
-                     compression="gzip")
+    h.create_dataset("/measurement/data", shape=full, dtype=dt, chunks=full, compression="gzip")
     h["/measurement/isBackgroundFrame"] = np.zeros(n, np.int8)
     h["/acquisition/numFrames"][()] = n
 
