@@ -552,8 +552,8 @@ def test_chunked_reads_match_whole_reads(tmp_path, rng, monkeypatch, layout):
         kw = {}
     f = mdf.open(mdf.write_measurement(tmp_path / "m.mdf", data, acquisition=acq, is_background_frame=bg,
                                        frame_axis_last=fast, **kw))
-    monkeypatch.setattr(mdf, "_PIECE_ELEMENTS", 7)
-    monkeypatch.setattr(mdf, "_MIN_PIECE", 1)
+    monkeypatch.setattr(mdf.read, "_PIECE_ELEMENTS", 7)
+    monkeypatch.setattr(mdf.read, "_MIN_PIECE", 1)
     frames = [0, 2, 3, 9, 17, 21, 22]
     freqs = [1, 2, 5, 9, 16, 0]
     u = f.read_spectra(frames=frames, channels=[2, 0], freq_index=freqs)

@@ -59,7 +59,22 @@ def run_nir(problem, config, *, desc="NIR"):
 def cmd_info(a):
     from . import mdf
 
-    print(mdf.open(a.file).summary())
+    print(mdf.open(a.file).summary())  # the summary lists the file's warnings itself
+
+
+def cmd_validate(a):
+    """Exit 0 when FILE conforms to MDF v2.1.0, 1 with one line per deviation, 2 unreadable."""
+    from . import mdf
+
+    deviations = mdf.validate(a.file)
+    name = _one_line(a.file)
+    if not deviations:
+        print(f"{name}: conforms to MDF {mdf.MDF_VERSION}")
+        return 0
+    for d in deviations:
+        print(f"{name}: {_one_line(str(d))}")
+    print(f"{name}: {len(deviations)} deviation(s) from MDF {mdf.MDF_VERSION}")
+    return 1
 
 
 def cmd_simulate(a):
@@ -273,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.set_defaults(func=cmd_info)
 
+    s = sub.add_parser("validate", help="check an MDF file against the MDF v2.1.0 specification "
+                                        "(exit 0 conforms, 1 deviations listed, 2 unreadable)")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_validate)
+
     s = sub.add_parser("simulate", help="simulate a system matrix and a phantom measurement (MDF v2)")
     s.add_argument("outdir")
     s.add_argument("--phantom", default="spiral", help="spiral, resolution, point, ellipses, bolus")
@@ -363,21 +383,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text) -> str:
+    """Control characters (a newline in a file name) escaped: an error stays one line."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv=None) -> int:
+    import warnings
+
+    from .errors import MDFWarning
+
     parser = build_parser()
     a = parser.parse_args(argv)
-    try:
-        a.func(a)
-    except NirmpiError as e:
-        sys.stderr.write(f"nirmpi {a.command}: error: {e}\n")
-        return EXIT_BAD_INPUT
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        sys.stderr.write(f"nirmpi {a.command}: error: {e.strerror}: {e.filename}\n")
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        sys.stderr.write("nirmpi: interrupted\n")
-        return 130
-    return 0
+    # warnings are collected, not printed as they come: on bad input only the one error line
+    # shows (no numpy RuntimeWarning before it); on success our MDF warnings follow, one line each
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MDFWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            rc = a.func(a)
+        except NirmpiError as e:
+            sys.stderr.write(f"nirmpi {a.command}: error: {_one_line(e)}\n")
+            return EXIT_BAD_INPUT
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            sys.stderr.write(f"nirmpi {a.command}: error: {e.strerror}: {_one_line(e.filename)}\n")
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            sys.stderr.write("nirmpi: interrupted\n")
+            return 130
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, MDFWarning) and str(w.message) not in seen:
+            seen.add(str(w.message))
+            sys.stderr.write(f"nirmpi {a.command}: warning: {_one_line(w.message)}\n")
+        elif not issubclass(w.category, (MDFWarning, RuntimeWarning)):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

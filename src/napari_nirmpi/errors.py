@@ -19,3 +19,8 @@ class TrainingError(NirmpiError):
 
 class CheckpointError(NirmpiError):
     """A checkpoint file is foreign, corrupt or of an unsupported version."""
+
+
+class MDFWarning(UserWarning):
+    """A file was read, but something about it deserves the user's attention (see
+    docs/reliability.md: "accepted with a warning")."""

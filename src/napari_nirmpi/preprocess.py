@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 
-from .errors import NirmpiError, ProblemMismatch
+from .errors import MDFWarning, NirmpiError, ProblemMismatch
 from .grid import Grid
 from .problem import Problem
 
@@ -208,6 +209,44 @@ def check_compatible(sm, meas) -> None:
     sa, sb = np.ravel(a.drive_strength), np.ravel(b.drive_strength)
     if sa.shape != sb.shape or not np.allclose(sa, sb, rtol=0.05):
         differ("drive-field amplitudes (T)", sa.tolist(), sb.tolist())
+    if a.drive_phase is not None and b.drive_phase is not None:
+        # compare on the circle: a phase of -pi and one of pi are the same drive field
+        pa, pb = np.asarray(a.drive_phase, float), np.asarray(b.drive_phase, float)
+        if pa.shape != pb.shape or np.any(np.abs(np.angle(np.exp(1j * (pa - pb)))) > 0.05):
+            differ("drive-field phases (rad)", pa.tolist(), pb.tolist())
+    if a.gradient is not None and b.gradient is not None:
+        ga, gb = np.asarray(a.gradient, float), np.asarray(b.gradient, float)
+        scale = max(np.abs(ga).max(), np.abs(gb).max())
+        if scale == 0 or not np.allclose(ga, gb, rtol=0.05, atol=0.01 * scale):
+            differ("selection-field gradients (T/m, diagonal)", np.diag(ga).tolist(), np.diag(gb).tolist())
+
+
+_TINY = 1e-30  # below this no recorded signal survives float32 arithmetic (denormals start at 1.2e-38)
+
+
+def _check_signal(values: np.ndarray, path, what: str) -> None:
+    """Refuse an all-zero or denormal selection: it would give an all-zero image, no word."""
+    peak = float(np.max(np.abs(values))) if values.size else 0.0
+    if not peak > _TINY:
+        raise ProblemMismatch(f"{_shown(path)}: {what} hold no signal (largest magnitude {peak:.3g}, "
+                              f"zero or denormal): the reconstruction would be an all-zero image")
+
+
+def _shown(path) -> str:
+    s = str(path)
+    return s if s.isprintable() else repr(s)[1:-1]
+
+
+def _file_warnings(*files) -> list[str]:
+    """Warnings of the files read (MDFFile.warnings), each once, emitted as MDFWarning."""
+    out = []
+    for f in files:
+        for w in getattr(f, "warnings", ()):
+            text = f"{_shown(f.path)}: {w}"
+            if text not in out:
+                out.append(text)
+                warnings.warn(text, MDFWarning, stacklevel=3)
+    return out
 
 
 def _sm_snr(sm, ch_all):
@@ -241,10 +280,15 @@ def build_problem(sm, meas, *, min_freq=20e3, max_freq=380e3, snr_threshold=1.5,
     if smf.kind != "calibration" or smf.grid is None:
         raise ProblemMismatch(f"{smf.path}: not a system matrix (no /calibration grid)")
     if mf.kind == "reconstruction":
-        raise ProblemMismatch(f"{mf.path}: is a reconstruction, not a measurement")
+        raise ProblemMismatch(f"{_shown(mf.path)}: is a reconstruction, not a measurement")
+    if mf.kind == "calibration":
+        raise ProblemMismatch(f"{_shown(os.path.basename(str(mf.path)))} is a system matrix (calibration), "
+                              f"not a measurement ({_shown(mf.path)} has a /calibration group); pass "
+                              f"the measurement file instead")
     check_compatible(smf, mf)
     from .frames import parse_channels
 
+    file_warnings = _file_warnings(smf, mf)
     C = smf.acquisition.num_rx_channels
     snr = _sm_snr(smf, list(range(C)))
     available = None
@@ -267,7 +311,9 @@ def build_problem(sm, meas, *, min_freq=20e3, max_freq=380e3, snr_threshold=1.5,
     # channel × frequency products, and only the selected rows leave the disk)
     S = np.concatenate([smf.read_system_matrix(channels=[c], freq_index=fi[ch == c], subtract_background=True,
                                                period=period) for c in dict.fromkeys(ch.tolist())])
+    _check_signal(S, smf.path, "the selected system-matrix rows")
     u, bg_rows, blocks = _measurement_rows(mf, ch, fi, background, frames, average, period)
+    _check_signal(u, mf.path, "the selected measurement frames (after background subtraction)")
     weights = _scale_rows(S, normalize_rows)
     params = dict(min_freq=min_freq, max_freq=max_freq, snr_threshold=snr_threshold,
                   channels=[int(c) for c in dict.fromkeys(ch.tolist())], normalize_rows=normalize_rows,
@@ -280,6 +326,8 @@ def build_problem(sm, meas, *, min_freq=20e3, max_freq=380e3, snr_threshold=1.5,
         dropped = _dropped(n_fg, frames, average)
         if dropped:
             params["frames_dropped"] = dropped
+    if file_warnings:
+        params["warnings"] = file_warnings
     snr_rows = None if snr is None else snr[ch, fi].astype(np.float32)
     return _finish(S, u, bg_rows, weights, smf.grid, smf.frequencies[fi], ch, fi, snr_rows, params,
                    n_avg=len(blocks[0]))

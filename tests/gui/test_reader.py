@@ -111,3 +111,75 @@ def test_open_through_napari(make_napari_viewer, spiral_files):
     assert layer.metadata["nirmpi"]["kind"] == "system_matrix"
     assert type(layer.data).__module__.startswith("dask")
     assert tuple(layer.contrast_limits) == (0.0, 1.0)
+
+
+@pytest.fixture
+def napari_warnings(monkeypatch):
+    """Messages passed to napari's show_warning (the reader imports it at call time)."""
+    import napari.utils.notifications as nt
+
+    seen: list[str] = []
+    monkeypatch.setattr(nt, "show_warning", lambda msg, *a, **k: seen.append(str(msg)))
+    return seen
+
+
+def test_foreign_h5_refusal_says_why(tmp_path, napari_warnings):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["images/raw"] = np.zeros((4, 4))
+    assert get_reader(str(other)) is None
+    assert len(napari_warnings) == 1 and "other.h5" in napari_warnings[0]
+    assert "without MDF content" in napari_warnings[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_fifo_named_mdf_is_refused_without_blocking(tmp_path, notifications):
+    fifo = tmp_path / "pipe.mdf"
+    os.mkfifo(fifo)
+    reader = get_reader(str(fifo))
+    assert reader is not None and reader(str(fifo)) == [(None,)]
+    assert "is a FIFO (named pipe)" in notifications[0]
+    fifo_h5 = tmp_path / "pipe.h5"
+    os.mkfifo(fifo_h5)
+    assert get_reader(str(fifo_h5)) is None  # checked with os.stat, never opened
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def test_overflowed_size_is_refused(spiral_files, tmp_path, notifications):
+    p = _copy(spiral_files["sm"], tmp_path / "sm.mdf")
+    with h5py.File(p, "a") as h:
+        h["/calibration/size"][...] = [7, 7905747460161236527, 1]
+    assert read_mdf(str(p)) == [(None,)]
+    assert "/calibration/size" in notifications[0] and "sm.mdf" in notifications[0]
+
+
+def test_corrupt_system_matrix_chunks_notify_at_open(spiral_files, tmp_path, notifications):
+    p = _copy(spiral_files["sm"], tmp_path / "sm.mdf")
+    with h5py.File(p, "a") as h:  # store the data gzip-chunked, then zero two chunks' bytes
+        data = h["/measurement/data"][()]
+        del h["/measurement/data"]
+        d = h.create_dataset("/measurement/data", data=data, chunks=(1, 1, 64, data.shape[3]),
+                             compression="gzip")
+        spans = [(d.id.get_chunk_info(i).byte_offset, d.id.get_chunk_info(i).size) for i in (3, 17)]
+    b = bytearray(p.read_bytes())
+    for off, size in spans:
+        b[off:off + size] = bytes(size)
+    p.write_bytes(bytes(b))
+    assert read_mdf(str(p)) == [(None,)]  # no layer that fails later
+    assert len(notifications) == 1 and "sm.mdf" in notifications[0]
+
+
+def test_file_warnings_reach_layer_metadata(spiral_files, tmp_path, napari_warnings):
+    p = _copy(spiral_files["meas"], tmp_path / "meas.mdf")
+    with h5py.File(p, "a") as h:
+        del h["/measurement/isBackgroundFrame"]
+    [(data, kw, kind)] = read_mdf(str(p))
+    w = kw["metadata"]["nirmpi"]["header"]["warnings"]
+    assert len(w) == 1 and "isBackgroundFrame is missing" in w[0]
+    assert any("isBackgroundFrame is missing" in m for m in napari_warnings)

@@ -15,7 +15,11 @@ Layers made here:
   time axis (see `series.py`).
 
 `get_reader` only peeks at the HDF5 groups and never raises; a file that looks like MDF but is
-broken gives a napari error notification with the MDFError message (no traceback dialog).
+broken gives a napari error notification with the MDFError message (no traceback dialog); an
+``.h5`` that is not MDF gives a warning notification saying why (napari itself only reports that
+no reader took it). A system matrix is probed at open time (up to 64 chunks read) so that a
+corrupt chunk is reported then, not when a lazy plane is first shown. File warnings (see
+docs/reliability.md) become warning notifications and ``metadata["nirmpi"]["header"]["warnings"]``.
 """
 
 from __future__ import annotations
@@ -31,18 +35,33 @@ MDF_SUFFIXES = (".mdf", ".h5", ".hdf5")
 SM_CHUNK = 16  # planes per dask chunk: small enough that scrolling is snappy
 
 
-def _looks_like_mdf(path: str) -> bool:
-    """Cheap check: an HDF5 file whose root has MDF groups. Never raises."""
+def _not_mdf_reason(path: str) -> str | None:
+    """None for an HDF5 file whose root has MDF groups, else why not. Never raises, never
+    blocks (a FIFO or device is not opened)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"cannot be accessed ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, socket or device)"
     try:
         import h5py
 
         with h5py.File(path, "r") as f:
             keys = set(f.keys())
     except Exception:
-        return False
+        return "is not an HDF5 file"
     data_groups = {"measurement", "reconstruction", "calibration"}
-    return bool(keys & data_groups) and bool(keys & {"acquisition", "version", "scanner", "study",
-                                                     "reconstruction"})
+    if keys & data_groups and keys & {"acquisition", "version", "scanner", "study", "reconstruction"}:
+        return None
+    return ("is an HDF5 file without MDF content (no /measurement, /calibration or /reconstruction "
+            "next to /version or /acquisition)")
+
+
+def _looks_like_mdf(path: str) -> bool:
+    return _not_mdf_reason(path) is None
 
 
 def get_reader(path):
@@ -62,9 +81,16 @@ def get_reader(path):
         if not p.lower().endswith(MDF_SUFFIXES) or os.path.isdir(p):
             return None
         if p.lower().endswith(".mdf"):
-            # the user says it is MDF: claim it, so a broken file gets a clear message
-            return read_mdf if os.path.isfile(p) else None
-        return read_mdf if _looks_like_mdf(p) else None
+            # the user says it is MDF: claim it, so a broken file (or a FIFO, a dangling
+            # symlink) gets a clear message from read_mdf instead of napari's generic refusal
+            return read_mdf if os.path.lexists(p) else None
+        why = _not_mdf_reason(p)
+        if why is None:
+            return read_mdf
+        # napari only says that no reader accepted the file: say why here (other readers may
+        # still accept it, so this is a warning, not an error)
+        _notify(f"napari-nirmpi: {_one_line(p)} {why}; not read as MDF", error=False)
+        return None
     except Exception:
         return None
 
@@ -83,15 +109,24 @@ def read_mdf(path):
     return out or [(None,)]
 
 
-def _notify_error(message: str) -> None:
-    try:
-        from napari.utils.notifications import show_error
+def _one_line(text) -> str:
+    text = str(text)
+    return text if text.isprintable() else repr(text)[1:-1]
 
-        show_error(message)
+
+def _notify(message: str, error: bool = True) -> None:
+    try:
+        from napari.utils.notifications import show_error, show_warning
+
+        (show_error if error else show_warning)(message)
     except Exception:  # no napari: still tell the user
         import warnings
 
-        warnings.warn(message, stacklevel=2)
+        warnings.warn(message, stacklevel=3)
+
+
+def _notify_error(message: str) -> None:
+    _notify(message, error=True)
 
 
 def header_dict(f) -> dict:
@@ -107,6 +142,7 @@ def header_dict(f) -> dict:
             "num_rx_channels": int(acq.num_rx_channels), "num_periods": int(acq.num_periods)}
     if f.grid is not None:
         h["grid"] = f.grid.to_dict()
+    h["warnings"] = list(getattr(f, "warnings", []))
     try:
         h["summary"] = f.summary()
     except Exception:  # a summary is a convenience; never fail a read on it
@@ -118,7 +154,11 @@ def layers_from_file(path: str, **read_kwargs) -> list:
     from .. import mdf
 
     f = mdf.open(path)
+    for w in getattr(f, "warnings", []):  # also kept in the layer's metadata (header_dict)
+        _notify(f"{_one_line(path)}: {w}", error=False)
     if f.kind == "calibration":
+        # planes are read lazily later: a corrupt chunk must show now, not as a failing layer
+        f.probe()
         return [system_matrix_layer(f, **read_kwargs)]
     if f.kind == "measurement":
         return [measurement_layer(f)]
@@ -206,6 +246,14 @@ def mean_spectrum(f, chunk: int = 64) -> np.ndarray:
     frames = np.flatnonzero(~is_bg)
     if frames.size == 0:
         frames = np.arange(n)
+    from ..mdf import memory_limit
+
+    # a display average: beyond what one read may hold, average evenly spaced frames instead
+    # of streaming millions (a file may declare far more frames than it stores)
+    per_frame = f.acquisition.num_rx_channels * max(1, len(f.available_freq_index)) * 8
+    most = max(1, memory_limit() // per_frame)
+    if frames.size > most:
+        frames = frames[np.linspace(0, frames.size - 1, most).astype(np.int64)]
     total = None
     for s in range(0, frames.size, chunk):
         spec = f.read_spectra(frames=frames[s:s + chunk])  # (F, C, K) complex
