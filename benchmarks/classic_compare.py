@@ -16,6 +16,7 @@ PSNR/SSIM (least-squares intensity fit) against the ground truth at 29², 54², 
     python -m benchmarks.classic_compare --cases point-medium,spiral-medium   # a subset, minutes
     python -m benchmarks.classic_compare                                      # all 32, ~40 min on 2 cores
     python -m benchmarks.classic_compare --figure point-medium-20nm-relax     # docs/images/classic_<case>.png
+    (add --with-nir to train and show NIR too)
 
 Writes benchmarks/results/classic_compare.txt and .json (the whole set only; a subset prints).
 """
@@ -194,8 +195,9 @@ def summary(results) -> list[str]:
     return out
 
 
-def figure(name, path):
-    """Ground truth and each method at 104² for one case (NIR trained here, default config)."""
+def figure(name, path, with_nir=False):
+    """Ground truth and each method at 104² for one case (NIR, trained here with the default
+    config, only with_nir: it takes minutes on a shared 2-core CPU)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,13 +215,15 @@ def figure(name, path):
     panels = [("ground truth", gt)]
     k = reconstruct_kaczmarz(prob, iterations=150, lam=0.5)
     panels.append(("Kaczmarz λ 0.5 + bicubic", upsample(k, prob.grid, (104, 104))[0]))
+    nir_stored = nir_figures().get(name, {}).get(104)
     for method, reg, label in (("cgnr", "l2", "CGNR-ℓ2 auto + bicubic"), ("pdhg", "tv", "TV auto, 104² grid"),
                                ("fista", "l1", "ℓ1 auto, 104² grid")):
         r = classic.reconstruct(prob, method, reg, "auto", grid=None if reg == "l2" else (104, 104), device="cpu")
         img = r.image if r.image.shape == (104, 104) else upsample(r.image, r.grid, (104, 104))[0]
         panels.append((f"{label}\nλ {r.lam:.2g}", img))
-    field, st = fit(prob, TrainConfig(device="cpu"))
-    panels.append(("NIR default", sample(field, (104, 104))[0]))
+    if with_nir:
+        field, st = fit(prob, TrainConfig(device="cpu"))
+        panels.append(("NIR default", sample(field, (104, 104))[0]))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.9))
     for ax, (title, img) in zip(axes, panels):
         ax.imshow(img, cmap="magma", vmin=0, vmax=max(float(np.max(img)), 1e-12))
@@ -227,7 +231,8 @@ def figure(name, path):
             title += f"\n{psnr(img, gt):.2f} dB / {ssim(img, gt):.3f}"
         ax.set_title(title, fontsize=7.5)
         ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(f"{name}: 104² (PSNR / SSIM against the ground truth)", fontsize=9)
+    stored = "" if nir_stored is None else f"; NIR default (stored): {nir_stored[0]:.2f} dB / {nir_stored[1]:.3f}"
+    fig.suptitle(f"{name}: 104² (PSNR / SSIM against the ground truth){stored}", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.74, bottom=0.02, wspace=0.06)
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
@@ -244,10 +249,11 @@ def main(argv=None):
     ap.add_argument("--cases", default=None, help="comma-separated substrings of case names")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figure", default=None, metavar="CASE")
+    ap.add_argument("--with-nir", action="store_true", help="--figure: train NIR too (minutes)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.figure:
-        figure(a.figure, ROOT / f"docs/images/classic_{a.figure.replace('-', '_')}.png")
+        figure(a.figure, ROOT / f"docs/images/classic_{a.figure.replace('-', '_')}.png", a.with_nir)
         return
     nir = nir_figures()
     cases = [c for c in all_cases() if not a.cases or any(w.strip() in c[0] for w in a.cases.split(","))]
