@@ -187,8 +187,7 @@ def summary(results) -> list[str]:
             w = [r for r in rs if 104 in r["rows"].get("nir", {}) and 104 in r["rows"].get(k, {})]
             if not w:
                 continue
-            wins = sum(r["rows"]["nir"][104][0] > r["rows"][k][104][0] and r["rows"]["nir"][104][1] > r["rows"][k][104][1]
-                       for r in w)
+            wins = sum(all(r["rows"]["nir"][104][i] > r["rows"][k][104][i] for i in (0, 1)) for r in w)
             d = np.mean([r["rows"]["nir"][104][0] - r["rows"][k][104][0] for r in w])
             out.append(f"NIR vs {k:16s} [{split}] 104²: NIR better in PSNR and SSIM on {wins}/{len(w)}, "
                        f"mean ΔPSNR (NIR − it) {d:+.2f} dB")
