@@ -14,7 +14,7 @@ PSNR/SSIM (least-squares intensity fit) against the ground truth at 29², 54², 
                 benchmarks/results/unseen.txt (unseen cases, 104² only).
 
     python -m benchmarks.classic_compare --cases point-medium,spiral-medium   # a subset, minutes
-    python -m benchmarks.classic_compare                                      # all 32, ~40 min on 2 cores
+    python -m benchmarks.classic_compare                                      # all 32, ~25 min on 2 cores
     python -m benchmarks.classic_compare --figure point-medium-20nm-relax     # docs/images/classic_<case>.png
     (add --with-nir to train and show NIR too)
 
