@@ -26,7 +26,7 @@ from ..grid import Grid
 
 try:  # the operators are moving out of the training module
     from ..nir.operators import cubic_adjoint_matrix
-except ImportError:  # pragma: no cover - depends on the merge order
+except ImportError:  # pragma: no cover - versions that keep them in nir.train
     from ..nir.train import cubic_adjoint_matrix
 
 __all__ = ["interp_adjoint_matrix", "fine_system_matrix", "ForwardOperator", "row_weights",
