@@ -15,6 +15,7 @@ physical units on every grid.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -280,12 +281,18 @@ def reconstruct(problem, method: str = "kaczmarz", reg=None, lam=None, grid=None
 
 
 class _cpu_threads:
-    """One torch thread for the products of a small operator on the CPU: each matrix-vector
-    product is too short to split, and idle OpenMP threads spin against the worker — on the
-    2-core CPU, loaded, PDHG on a 15² problem took 35 s with 2 threads and 1.1 s with one."""
+    """One torch thread for a small operator on a busy CPU. Quiet, 2 threads run an iteration
+    1.2–2.7× faster than one (benchmarks/results/classic_speed.txt); but when other jobs already
+    load every core, OpenMP threads that wait spin against them: PDHG on a 15² problem took 35 s
+    with 2 threads and 1.1 s with one on the 2-core CPU at load 13."""
 
     def __init__(self, solver):
-        self.small = solver.op.device.type == "cpu" and solver.op.A.numel() < 8_000_000
+        small = solver.op.device.type == "cpu" and solver.op.A.numel() < 8_000_000
+        try:
+            busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+        except (AttributeError, OSError):  # no load average on this platform
+            busy = False
+        self.small = small and busy
         self.prev = None
 
     def __enter__(self):
