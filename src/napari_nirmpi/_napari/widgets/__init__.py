@@ -34,3 +34,21 @@ def wrap_labels(widget) -> None:
             child.native.setWordWrap(True)
         elif isinstance(child, Container):
             wrap_labels(child)
+
+
+def add_status(widget, *labels) -> None:
+    """Put status Labels below a Container's rows at the full width of the dock, word-wrapped.
+
+    In a labelled Container a Label sits in the narrow value column of a form row, where a long
+    status is cut off; added to the layout directly it spans the dock and grows in height."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QSizePolicy
+
+    for lab in labels:
+        q = lab.native
+        q.setWordWrap(True)
+        q.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Ignored width: a long status never widens the dock (which would resize the canvas)
+        q.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        q.setContentsMargins(4, 2, 4, 2)
+        widget.native.layout().addWidget(q)

@@ -11,6 +11,7 @@ from magicgui.widgets import (ComboBox, FileEdit, FloatSpinBox, Label, LineEdit,
 from ...errors import NirmpiError
 from ..layers import json_safe, layers_of_kind, nirmpi_meta
 from ..workers import notify_error, start_worker
+from . import add_status
 from ._base import StepWidget
 
 FILE_FILTER = "*.mdf *.h5 *.hdf5"
@@ -70,7 +71,8 @@ class PreprocessWidget(StepWidget):
         self.info = Label(value="no problem yet")
         self.extend([self.sm_layer, self.sm_file, self.meas_layer, self.meas_file, self.min_khz,
                      self.max_khz, self.snr_threshold, self.channels, self.background, self.frames,
-                     self.average, self.build_button, self.info])
+                     self.average, self.build_button])
+        add_status(self, self.info)
         from .._plot import PlotCanvas
 
         self.plot = PlotCanvas(height=2.4)
@@ -114,14 +116,30 @@ class PreprocessWidget(StepWidget):
         f = _file_value(self.meas_file)
         if f:
             return f
-        return nirmpi_meta(self.meas_layer.value).get("source") if self.meas_layer.value is not None else None
+        if self.meas_layer.value is not None:
+            return nirmpi_meta(self.meas_layer.value).get("source")
+        # the sample data's system matrix names its measurement (not a layer: no axis in mm)
+        if self.sm_layer.value is not None:
+            return nirmpi_meta(self.sm_layer.value).get("measurement")
+        return None
 
     def _update_enabled(self, *_):
-        ok = bool(self.sm_path()) and bool(self.meas_path())
+        sm, meas = self.sm_path(), self.meas_path()
         busy = self.worker is not None and not self.worker.done()
-        self.build_button.enabled = ok and not busy
-        if not ok and self.session.problem is None:
-            self.info.value = "choose a system matrix and a measurement"
+        self.build_button.enabled = bool(sm and meas) and not busy
+        if busy:
+            return
+        if not (sm and meas):
+            missing = " and ".join(w for w, p in (("a system matrix", sm), ("a measurement", meas)) if not p)
+            self.info.value = f"choose {missing}"
+        elif self.session.problem is None or not self._built_from(sm, meas):
+            self.info.value = (f"ready: {os.path.basename(sm)} + {os.path.basename(meas)}; "
+                               "press Build problem")
+
+    def _built_from(self, sm, meas) -> bool:
+        info = self.session.problem_info or {}
+        same = lambda a, b: bool(a) and os.path.abspath(a) == os.path.abspath(b)  # noqa: E731
+        return same(info.get("sm_path"), sm) and same(info.get("meas_path"), meas)
 
     # -- parameters ------------------------------------------------------------------------
     def parameters(self) -> dict:
