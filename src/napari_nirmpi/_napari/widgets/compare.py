@@ -198,7 +198,12 @@ class CompareWidget(Container):
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QHeaderView
 
+        from qtpy.QtWidgets import QStyledItemDelegate
+
         t = self.table.native
+        if type(t.itemDelegate()) is not QStyledItemDelegate:
+            # magicgui's delegate pads every number to 4 decimals ("10.7500"): show the text as is
+            t.setItemDelegate(QStyledItemDelegate(t))
         t.verticalHeader().setVisible(False)
         t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         t.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

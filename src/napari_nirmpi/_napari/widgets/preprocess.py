@@ -103,6 +103,11 @@ class PreprocessWidget(StepWidget):
             self.sm_layer.value = self.sm_layer.choices[-1]
         if self.meas_layer.value is None and self.meas_layer.choices:
             self.meas_layer.value = self.meas_layer.choices[-1]
+        # the sample data's system matrix names its measurement: show it as the chosen file
+        companion = nirmpi_meta(self.sm_layer.value).get("measurement") if self.sm_layer.value is not None \
+            else None
+        if companion and self.meas_layer.value is None and not _file_value(self.meas_file):
+            self.meas_file.value = companion
         self._update_enabled()
         self.update_preview()
 

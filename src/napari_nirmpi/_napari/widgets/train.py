@@ -279,8 +279,21 @@ class TrainWidget(Container):
                                             "finished": self._finished, "aborted": self._aborted})
         self.info.value = f"training on {cfg.device}…"
         self._update_enabled()
+        self._scroll_to_curve()
         QTimer.singleShot(START_STAGGER_MS, partial(self._launch, self.worker, cfg.iterations))
         return self.worker
+
+    def _scroll_to_curve(self):
+        """In a scroll area (the workflow dock on a laptop screen), bring Stop, the progress and
+        the loss curve into view: during a run they matter, the parameters do not."""
+        from qtpy.QtWidgets import QScrollArea
+
+        w = self.native.parentWidget()
+        while w is not None and not isinstance(w, QScrollArea):
+            w = w.parentWidget()
+        if w is not None:
+            w.ensureWidgetVisible(self.curve_view, 0, 0)
+            w.ensureWidgetVisible(self.stop_button.native, 0, 10)
 
     @staticmethod
     def _warm_up_progress():

@@ -84,7 +84,14 @@ class WorkflowWidget(QWidget):
             # single-step docks would leave a gap or a horizontal scroll bar
             native.setMaximumWidth(WORKFLOW_MAX_WIDTH)
             native.setMinimumWidth(DOCK_MIN_WIDTH - 20)
-            self._scrolls[key].setWidget(native)
+            # rows keep their natural height; the space below a short step stays empty (a
+            # scroll area that fits its widget to the viewport would spread the rows apart)
+            page = QWidget()
+            page_layout = QVBoxLayout(page)
+            page_layout.setContentsMargins(0, 0, 0, 0)
+            page_layout.addWidget(native)
+            page_layout.addStretch(1)
+            self._scrolls[key].setWidget(page)
             self._widgets[key] = widget
         return self._widgets[key]
 

@@ -1,0 +1,117 @@
+"""The napari face on a laptop and a desktop screen: the workflow dock, every step opened, fits a
+1366×768 and a 1920×1080 screen, with each step's main button inside the screen (after scrolling
+its step, as a user would); layers report millimetres.
+
+The "screen" is the rectangle a maximised main window gets on such a display (no task bar: a
+virtual X server has none); the window is placed on it and must keep that size, i.e. its minimum
+size (the sum of its docks' minimum sizes) fits the screen.
+"""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-nirmpi"
+WORKFLOW = "MPI reconstruction (all steps)"
+SCREENS = [(1920, 1080), (1366, 768)]
+MAIN_BUTTONS = {"Preprocess": "build_button", "Baseline": "run_button", "Train": "start_button",
+                "Sample": "sample_button", "Compare": "metrics_button"}
+
+
+def _global_rect(widget):
+    from qtpy.QtCore import QRect
+
+    top_left = widget.mapToGlobal(widget.rect().topLeft())
+    return QRect(top_left, widget.size())
+
+
+def _place_on_screen(viewer, qtbot, w, h):
+    from qtpy.QtCore import QRect
+
+    win = viewer.window._qt_window
+    win.showNormal()
+    win.setGeometry(0, 0, w, h)
+    qtbot.wait(50)
+    return win, QRect(0, 0, w, h)
+
+
+@pytest.mark.parametrize("screen", SCREENS, ids=[f"{w}x{h}" for w, h in SCREENS])
+def test_workflow_dock_fits_screen(make_napari_viewer, qtbot, spiral_files, screen):
+    w, h = screen
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "spiral")
+    win, screen_rect = _place_on_screen(viewer, qtbot, w, h)
+    dock, flow = viewer.window.add_plugin_dock_widget(PLUGIN, WORKFLOW)
+    qtbot.waitUntil(lambda: flow.step("Train").ready, timeout=60_000)
+    for step, button in MAIN_BUTTONS.items():
+        widget = flow.show_step(step)
+        qtbot.wait(30)
+        # the window keeps the screen's size: no dock's minimum size pushes it past the edge
+        frame = win.frameGeometry()
+        assert frame.width() <= w and frame.height() <= h, (step, frame)
+        assert screen_rect.contains(win.geometry()), (step, win.geometry())
+        btn = getattr(widget, button).native
+        flow.scroll_area(step).ensureWidgetVisible(btn)
+        qtbot.wait(30)
+        assert btn.isVisible(), step
+        rect = _global_rect(btn)
+        assert screen_rect.contains(rect), (step, button, rect, screen_rect)
+        # and not hidden under the scroll area's edge: inside its viewport
+        vp = flow.scroll_area(step).viewport()
+        assert _global_rect(vp).contains(rect), (step, button)
+    # the dock leaves most of the window to the canvas
+    assert dock.width() <= 0.4 * w
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert canvas.width() >= 0.4 * w and canvas.height() >= 0.5 * h
+
+
+def test_layers_report_mm(make_napari_viewer, spiral_files):
+    from napari_nirmpi._napari.layers import layer_units
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "spiral")
+    viewer.open(spiral_files["sm"], plugin=PLUGIN)  # through the reader too
+    for layer in viewer.layers:
+        units = layer_units(layer)
+        assert units[-2:] == ("mm", "mm"), (layer.name, units)
+    # one unit for the whole viewer: napari uses it for the scale bar (no inconsistency)
+    assert viewer.layers.extent.units is not None
+    assert [f"{u:~}" for u in viewer.layers.extent.units][-2:] == ["mm", "mm"]
+    sm = next(ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "system_matrix")
+    assert layer_units(sm)[0] == "pixel"  # the component axis is an index
+
+
+def test_sm_slider_starts_at_strongest_component(make_napari_viewer, qtbot, spiral_files):
+    from napari_nirmpi._napari.layers import start_at_first_component
+    from napari_nirmpi._napari.reader import layers_from_file
+
+    viewer = make_napari_viewer()
+    data, kw, _ = layers_from_file(spiral_files["sm"])[0]
+    layer = viewer.add_image(data, **kw)  # the first layer: napari centres its sliders
+    assert viewer.dims.current_step[0] > 0
+    start_at_first_component(viewer, layer.name)
+    assert viewer.dims.current_step[0] == 0
+    snr = layer.metadata["nirmpi"]["rows"]["snr"]
+    assert snr[0] == max(s for s in snr if s is not None)
+    # the sample data does it by itself (the SM is not its first layer any more)
+    viewer2 = qtbot and viewer
+    viewer2.layers.clear()
+    viewer2.open_sample(PLUGIN, "spiral")
+    qtbot.waitUntil(lambda: viewer2.dims.ndim == 3 and viewer2.dims.current_step[0] == 0, timeout=5_000)
+
+
+def test_status_lines_span_the_dock(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    _, flow = viewer.window.add_plugin_dock_widget(PLUGIN, WORKFLOW)
+    samp = flow.show_step("Sample")
+    qtbot.wait(30)
+    long = "a status line much longer than the dock is wide, " * 3
+    samp.info.value = long
+    qtbot.wait(30)
+    lab = samp.info.native
+    # the whole text is shown: the label is as wide as the step and tall enough for its lines
+    assert lab.width() >= 0.8 * samp.native.width()
+    assert lab.height() >= lab.heightForWidth(lab.width()) - 2
+    # no blank entry in the field list while there is no field
+    assert samp.field.choices == ()
