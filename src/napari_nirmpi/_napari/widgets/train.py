@@ -482,9 +482,10 @@ class TrainWidget(Container):
             return None
         fld = st.field
         misfit = st.best_val_loss
-        label = f"NIR w{self.cfg.width}d{self.cfg.depth} best@{st.best_iteration}"
+        # short enough for the Sample step's list: the held-out misfit tells two runs apart
+        label = f"NIR w{self.cfg.width}d{self.cfg.depth} @{st.best_iteration}"
         if misfit is not None:
-            label += f" · misfit {misfit:.3g}"
+            label += f" · misfit {misfit:.2g}"
         name = self.session.add_field(label, fld, misfit=misfit)
         self._ensure_live_layer(self.session.problem.grid)  # a run may end before its layer turn
         if LIVE_NAME in self.viewer.layers:
