@@ -153,5 +153,32 @@ def test_first_sample_data_keeps_the_event_loop_turning(make_napari_viewer, qtbo
     timer.stop()
     assert (tmp_path / "spiral-29-seed0" / "sm.mdf").is_file()
     assert len(viewer.layers) == 2
-    # the timer fired all along the simulation (a blocked loop gives 0 or 1 tick)
-    assert len(ticks) >= max(3, 0.3 * elapsed / 0.02), (len(ticks), elapsed)
+    # the timer kept firing during the simulation (a blocked loop gives 0 or 1 tick; a loaded
+    # 2-core machine stretches the 20 ms interval, hence no rate is asserted)
+    assert elapsed > 1.0 and len(ticks) >= 10, (len(ticks), elapsed)
+    gaps = np.diff(ticks)
+    assert gaps.max() < 0.5 * elapsed, (gaps.max(), elapsed)
+
+
+def test_single_step_docks_scroll_and_fit_laptop(make_napari_viewer, qtbot):
+    """The single-step docks stay in the menu; opened together in one column they scroll instead
+    of growing the window past a laptop screen, and each keeps its main button reachable."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    win, screen_rect = _place_on_screen(viewer, qtbot, 1366, 768)
+    names = {"1 Preprocess": "build_button", "2 Baseline (Kaczmarz)": "run_button",
+             "3 Train NIR": "start_button", "4 Sample": "sample_button", "5 Compare": "metrics_button"}
+    docks = {n: viewer.window.add_plugin_dock_widget(PLUGIN, n) for n in names}
+    qtbot.wait(100)
+    frame = win.frameGeometry()
+    assert frame.width() <= 1366 and frame.height() <= 768, frame
+    for name, button in names.items():
+        dock, widget = docks[name]
+        scroll = dock.widget()
+        assert isinstance(scroll, QScrollArea) and dock.inner_widget() is widget
+        btn = getattr(widget, button).native
+        scroll.ensureWidgetVisible(btn)
+        qtbot.wait(20)
+        assert screen_rect.contains(_global_rect(btn)), (name, _global_rect(btn))
+        assert _global_rect(scroll.viewport()).contains(_global_rect(btn)), name

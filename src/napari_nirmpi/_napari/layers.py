@@ -169,10 +169,11 @@ def image_2d_or_3d(layer) -> np.ndarray:
     return data
 
 
-def layers_of_kind(viewer, kinds: Iterable[str] | str, layer_type: str = "image") -> list:
+def layers_of_kind(viewer, kinds: Iterable[str] | str, layer_type: str | None = "image") -> list:
+    """Layers of the plugin's `kinds`; of napari type `layer_type` ("image"), or any (None)."""
     kinds = {kinds} if isinstance(kinds, str) else set(kinds)
     return [ly for ly in viewer.layers
-            if type(ly).__name__.lower() == layer_type and layer_kind(ly) in kinds]
+            if (layer_type is None or type(ly).__name__.lower() == layer_type) and layer_kind(ly) in kinds]
 
 
 def image_layers(viewer) -> list:

@@ -94,7 +94,8 @@ class PreprocessWidget(StepWidget):
         return [(ly.name, ly) for ly in layers_of_kind(self.viewer, "system_matrix")]
 
     def _meas_choices(self, _=None):
-        return [(ly.name, ly) for ly in layers_of_kind(self.viewer, "measurement")]
+        # any layer type: a measurement may come as a handle without pixels (no axis in mm)
+        return [(ly.name, ly) for ly in layers_of_kind(self.viewer, "measurement", None)]
 
     def _layers_changed(self, event=None):
         self.sm_layer.reset_choices()

@@ -11,6 +11,7 @@ Stop = `worker.quit()`; the best field so far is kept.
 
 from __future__ import annotations
 
+import threading
 import time
 from functools import partial
 
@@ -63,16 +64,27 @@ def eta_text(iteration: int, total: int, elapsed: float, early_stopping: bool) -
                    else f" · about {format_duration(left)} left")
 
 
+_BACKEND_LOCK = threading.Lock()
+_BACKEND: dict = {}
+
+
 def _load_backend():
-    """(TrainConfig defaults, devices, a warmed-up CurveRenderer): the slow imports (PyTorch,
-    matplotlib's Agg fonts), run in a worker thread when the Train step opens."""
-    from ...nir.train import TrainConfig
+    """(TrainConfig defaults, devices, a warmed-up CurveRenderer of its own): the slow imports
+    (PyTorch, matplotlib's Agg fonts), run in a thread when the Train step opens; PyTorch once per
+    process, a renderer per widget (each is used by its own training worker)."""
     from .._plot import CurveRenderer
 
-    devices = available_devices()
+    with _BACKEND_LOCK:
+        if "defaults" not in _BACKEND:
+            from ...nir.train import TrainConfig
+
+            _BACKEND["defaults"], _BACKEND["devices"] = TrainConfig(), available_devices()
+    import copy
+
+    devices = list(_BACKEND["devices"])
     renderer = CurveRenderer()
     renderer.render([], [], [], [], 0, (360, 200))
-    return TrainConfig(), devices, renderer
+    return copy.copy(_BACKEND["defaults"]), devices, renderer
 
 
 def series_method_kwargs(cfg) -> dict:
@@ -162,9 +174,24 @@ class TrainWidget(Container):
         for w in self._params:
             w.enabled = False
         self._update_enabled()
-        # PyTorch takes seconds to import: in a thread, so the dock opens at once
-        self._loader = start_worker(_load_backend, connect={"returned": self._backend_ready,
-                                                            "errored": self._backend_failed})
+        # PyTorch takes seconds to import: in a thread, so the dock opens at once. A plain
+        # thread polled by a timer that dies with the widget: a dock closed before the import
+        # ends gets no late callback (a Qt worker's signals object may be gone by then)
+        loaded: dict = {}
+        self._loaded = loaded
+
+        def load():
+            try:
+                loaded["value"] = _load_backend()
+            except BaseException as exc:  # noqa: BLE001 - shown by the GUI thread
+                loaded["error"] = exc
+
+        self._loader = threading.Thread(target=load, name="nirmpi-load-torch", daemon=True)
+        self._loader.start()
+        self._loader_poll = QTimer(self.native)
+        self._loader_poll.setInterval(50)
+        self._loader_poll.timeout.connect(self._check_loader)
+        self._loader_poll.start()
 
     @property
     def ready(self) -> bool:
@@ -173,9 +200,22 @@ class TrainWidget(Container):
 
     def ensure_ready(self) -> None:
         """Finish the set-up now (a script calling start()/config() before the thread is done):
-        the import lock makes this wait for the background import rather than run it twice."""
+        wait for the background import rather than run it twice."""
         if not self._ready:
-            self._backend_ready(_load_backend())
+            self._loader.join()
+            self._check_loader()
+            if "error" in self._loaded:
+                raise self._loaded["error"]
+
+    def _check_loader(self):
+        if self._ready or self._loader.is_alive():
+            return
+        self._loader_poll.stop()
+        if "value" in self._loaded:
+            self._backend_ready(self._loaded["value"])
+        elif "error" in self._loaded and not getattr(self, "_load_reported", False):
+            self._load_reported = True
+            self._backend_failed(self._loaded["error"])
 
     def _backend_ready(self, loaded):
         if self._ready:
