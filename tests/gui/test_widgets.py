@@ -89,6 +89,24 @@ def test_preprocess_preview_follows_parameters(viewer, spiral_files):
     assert len(pre.plot.axes.lines) >= 2 and pre.plot.axes.get_yscale() == "log"
 
 
+def test_preprocess_plots_the_measurement_spectrum(viewer, qtbot, spiral_files):
+    """The measurement's spectrum as a plot (frequency in kHz, |u| on a log axis, kept rows
+    marked), read in a worker; not an image layer in a viewer of millimetres."""
+    viewer.open_sample(PLUGIN, "spiral")
+    _, pre = viewer.window.add_plugin_dock_widget(PLUGIN, "1 Preprocess")
+    assert pre.meas_path() == spiral_files["meas"]
+    pre.channels.value = "0"
+    pre.plot_kind.value = "spectrum (measurement)"
+    qtbot.waitUntil(lambda: pre.meas_path() in pre._spectrum_cache and pre._spectrum_worker is None,
+                    timeout=30_000)
+    ax = pre.plot.axes
+    labels = [ln.get_label() for ln in ax.lines]
+    assert labels[:2] == ["channel 0", "channel 1"] and labels[2].startswith("kept (")
+    kept = int(labels[2][6:-1])
+    assert kept == pre.preview_rows > 0  # the rows the SNR view counts, on channel 0 only
+    assert ax.get_yscale() == "log" and "kHz" in ax.get_xlabel()
+
+
 def test_parsers():
     from napari_nirmpi._napari.widgets.preprocess import parse_channels, parse_frames
     from napari_nirmpi.grid import parse_region
