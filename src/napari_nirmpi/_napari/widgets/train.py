@@ -331,9 +331,19 @@ class TrainWidget(Container):
         w = self.native.parentWidget()
         while w is not None and not isinstance(w, QScrollArea):
             w = w.parentWidget()
-        if w is not None:
-            w.ensureWidgetVisible(self.curve_view, 0, 0)
-            w.ensureWidgetVisible(self.stop_button.native, 0, 10)
+        if w is None:
+            return
+        scroll = w
+
+        def go():  # after the layout settles: Stop, progress, status and curve sit at the bottom
+            try:
+                bar = scroll.verticalScrollBar()
+                bar.setValue(bar.maximum())
+                scroll.ensureWidgetVisible(self.stop_button.native, 0, 10)
+            except RuntimeError:  # closed meanwhile
+                pass
+
+        QTimer.singleShot(0, go)
 
     @staticmethod
     def _warm_up_progress():
