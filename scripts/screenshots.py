@@ -7,7 +7,7 @@ Run by hand (not in CI), under a display or Xvfb:
 
 The window has the size of a laptop screen (1366×768) and the plugin's one dock, "MPI
 reconstruction (all steps)", open on the step shown; the scale bar is on (mm).
-Writes docs/images/{01_sample_data,02_preprocess,03_baseline,04_train_live,05_train_done,
+Writes docs/images/{01_sample_data,02_preprocess,02_preprocess_spectrum,03_baseline,04_train_live,05_train_done,
 06_sample,07_compare}.png (whole window: canvas + the workflow dock), and for a frame series
 (a simulated bolus, Baseline "all frames" -> Zarr store -> time-series layer)
 docs/images/series_baseline.png (window) and series_frames.png (canvas at three frames).
@@ -165,6 +165,11 @@ def workflow(viewer, app, args, show, shot, hide_all_but):
     wait_until(app, worker.done, what="build problem")
     viewer.reset_view()
     shot("02_preprocess")
+    pre.plot_kind.value = "spectrum (measurement)"
+    wait_until(app, lambda: pre.meas_path() in pre._spectrum_cache and pre._spectrum_worker is None,
+               what="measurement spectrum")
+    shot("02_preprocess_spectrum")
+    pre.plot_kind.value = "SNR (system matrix)"
 
     # 3. Baseline
     base = show("Baseline")
