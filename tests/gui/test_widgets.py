@@ -316,3 +316,14 @@ def test_live_layer_follows_a_new_problem_grid(viewer, qtbot, spiral_files):
     qtbot.waitUntil(lambda: viewer.layers[LIVE_NAME].data.shape == (8, 10), timeout=10_000)
     assert viewer.layers[LIVE_NAME] is live and not live.visible
     assert np.allclose(live.scale, grid.scale_mm)
+
+
+def test_eta_text():
+    from napari_nirmpi._napari.widgets.train import eta_text, format_duration
+
+    assert format_duration(5.2) == "5 s" and format_duration(125) == "2 min 05 s"
+    assert format_duration(7260) == "2 h 01 min"
+    assert eta_text(0, 100, 0.0, True) == "0 s elapsed"
+    # a quarter done in 10 s: 30 s to go at this rate; early stopping makes it a bound
+    assert eta_text(25, 100, 10.0, False) == "10 s elapsed · about 30 s left"
+    assert eta_text(25, 100, 10.0, True) == "10 s elapsed · ≤ 30 s left"

@@ -54,14 +54,14 @@ def format_duration(seconds: float) -> str:
 
 
 def eta_text(iteration: int, total: int, elapsed: float, early_stopping: bool) -> str:
-    """'iteration i/N · 12 s elapsed · about 30 s left' (a bound when early stopping may end
-    the run before N)."""
-    head = f"iteration {iteration}/{total} · {format_duration(elapsed)} elapsed"
+    """'12 s elapsed · about 30 s left' ('≤ 30 s left' when early stopping may end the run
+    before its last iteration). One short line: a status that changes its number of lines
+    re-lays out the dock on every update (the iteration count is in the progress bar)."""
+    head = f"{format_duration(elapsed)} elapsed"
     if iteration <= 0 or elapsed <= 0:
         return head
-    left = (total - iteration) * elapsed / iteration
-    return head + (f" · at most {format_duration(left)} left" if early_stopping
-                   else f" · about {format_duration(left)} left")
+    left = format_duration((total - iteration) * elapsed / iteration)
+    return head + (f" · ≤ {left} left" if early_stopping else f" · about {left} left")
 
 
 _BACKEND_LOCK = threading.Lock()
@@ -135,9 +135,9 @@ class TrainWidget(Container):
         self.early_stopping = CheckBox(text="early stopping (validation rows)", value=True)
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop")
-        self.progress = ProgressBar(value=0, min=0, max=1, label="Progress")
+        self.progress = ProgressBar(value=0, min=0, max=1, label="Iteration")
         self.progress.native.setTextVisible(True)
-        self.progress.native.setFormat("%p %")
+        self.progress.native.setFormat("%v / %m")
         self.eta = Label(value="")
         self.info = Label(value="loading PyTorch…")
         # the status lines wrap instead of widening the dock (add_status): a wider dock resizes
