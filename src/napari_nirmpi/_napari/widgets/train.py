@@ -578,6 +578,7 @@ class TrainWidget(Container):
                 self.info.value = (f"kept '{name}', but its held-out misfit is higher than "
                                    f"'{better}': Sample keeps '{better}' (both are listed there)")
             self.info.tooltip = reason
+            self._scroll_to_curve()  # the status grew: keep the final curve in view
         self._update_enabled()
 
     def _aborted(self):
