@@ -50,6 +50,15 @@ def test_train_defaults_and_devices(viewer, qtbot):
     assert time.perf_counter() - t0 < 2.0
     qtbot.waitUntil(lambda: train.ready, timeout=60_000)
     assert train.start_button.enabled is False and train.net_width.enabled
+    from napari_nirmpi._napari.widgets.train import TrainWidget
+
+    early = TrainWidget(viewer)  # a second one (napari would hand back the open dock)
+    early.iterations.value = 123  # set while PyTorch may still be loading: kept
+    early.device.value = "cpu"
+    early.ensure_ready()
+    assert early.ready and early.iterations.value == 123 and early.device.value == "cpu"
+    assert early.net_width.value == TrainConfig().width
+    early.native.close()
     d = TrainConfig()
     cfg = train.config()
     for name in ("width", "depth", "omega0", "lr", "iterations", "max_scale", "operator", "l1_weight", "seed",

@@ -130,7 +130,8 @@ class TrainWidget(Container):
         self.l1_weight.tooltip = ("Weight of an ℓ1 term on the field, for sparse tracer distributions "
                                   "(vessels, dots); 0 = off. The stop cannot see its gains: check by eye.")
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
-        self.device = ComboBox(label="Device", choices=["auto"], value="auto")
+        # the CPU is always there; CUDA/MPS are added once PyTorch is loaded
+        self.device = ComboBox(label="Device", choices=["auto", "cpu"], value="auto")
         self.preview_every = SpinBox(label="Preview every", value=100, min=1, max=1_000_000, step=10)
         self.early_stopping = CheckBox(text="early stopping (validation rows)", value=True)
         self.start_button = PushButton(text="Start")
@@ -171,8 +172,8 @@ class TrainWidget(Container):
         self.session.problem_changed.connect(self._update_enabled)
         self.session.problem_changed.connect(lambda *_: QTimer.singleShot(0, self._prepare_live_layer))
         QTimer.singleShot(0, self._prepare_live_layer)
-        for w in self._params:
-            w.enabled = False
+        # what a script (or the user) sets before PyTorch is loaded is kept
+        self._placeholders = {id(w): w.value for w in self._params}
         self._update_enabled()
         # PyTorch takes seconds to import: in a thread, so the dock opens at once. A plain
         # thread polled by a timer that dies with the widget: a dock closed before the import
@@ -222,15 +223,18 @@ class TrainWidget(Container):
             return
         defaults, devices, renderer = loaded
         d = defaults
-        with self.changed.blocked():
-            self.net_width.value, self.net_depth.value, self.omega0.value = d.width, d.depth, d.omega0
-            self.lr.value, self.iterations.value, self.max_scale.value = d.lr, d.iterations, d.max_scale
-            self.operator.value, self.l1_weight.value, self.seed.value = d.operator, d.l1_weight, d.seed
-            self.device.choices = devices
-            self.device.value = d.device if d.device in devices else "auto"
-            self.preview_every.value, self.early_stopping.value = d.preview_every, d.early_stopping
-        for w in self._params:
-            w.enabled = True
+        chosen_device = self.device.value
+        self.device.choices = devices
+        self.device.value = chosen_device if chosen_device in devices else "auto"
+        pairs = [(self.net_width, d.width), (self.net_depth, d.depth), (self.omega0, d.omega0),
+                 (self.lr, d.lr), (self.iterations, d.iterations), (self.max_scale, d.max_scale),
+                 (self.operator, d.operator), (self.l1_weight, d.l1_weight), (self.seed, d.seed),
+                 (self.preview_every, d.preview_every), (self.early_stopping, d.early_stopping)]
+        for w, default in pairs:  # TrainConfig's defaults, where nothing was set meanwhile
+            if w.value == self._placeholders.get(id(w)) and w.value != default:
+                w.value = default
+        if d.device in devices and chosen_device == "auto":
+            self.device.value = d.device
         # one renderer for every run, warmed up in the loader thread: its first draw (figure
         # set-up, fonts) holds the GIL for ~0.2 s, which must not happen while training shares
         # the GIL with the GUI
