@@ -336,3 +336,17 @@ def test_eta_text():
     # a quarter done in 10 s: 30 s to go at this rate; early stopping makes it a bound
     assert eta_text(25, 100, 10.0, False) == "10 s elapsed · about 30 s left"
     assert eta_text(25, 100, 10.0, True) == "10 s elapsed · ≤ 30 s left"
+
+
+def test_loss_curve_follows_the_data_down():
+    """The curve's y range follows the losses on every render (a fixed range hid the end of a
+    run under the axis), in whole decades so that a labelled tick is always in view."""
+    from napari_nirmpi._napari._plot import CurveRenderer
+
+    r = CurveRenderer()
+    it = np.arange(1, 100)
+    r.render(it, 0.5 * np.exp(-it / 30) + 0.01, [], [], 50, (340, 200))
+    assert r.ax.get_ylim() == pytest.approx((1e-2, 1.0))
+    it = np.arange(1, 1500)
+    r.render(it, 0.5 * np.exp(-it / 100) + 5e-5, [], [], 50, (340, 200))
+    assert r.ax.get_ylim() == pytest.approx((1e-5, 1.0))

@@ -110,6 +110,7 @@ class CurveRenderer:
         self.best.set_xdata([b, b])
         self.best.set_visible(bool(b))
         self.ax.relim()
+        self.ax.set_autoscaley_on(True)  # set_ylim below switches it off for the next render
         self.ax.autoscale_view()
         if len(losses):  # at least one decade, so a major (labelled) tick is always in view
             lo, hi = self.ax.get_ylim()
