@@ -64,6 +64,23 @@ def eta_text(iteration: int, total: int, elapsed: float, early_stopping: bool) -
     return head + (f" · ≤ {left} left" if early_stopping else f" · about {left} left")
 
 
+_GC_FROZEN = False
+
+
+def _freeze_gc_once() -> None:
+    """Move the objects alive now (napari, Qt, PyTorch, matplotlib: millions) out of the cyclic
+    garbage collector's reach, once per process. A full collection walks all of them while
+    holding the GIL: during a run, set off by the training loop's allocations, it froze the
+    event loop for ~220 ms (measured with gc.callbacks, benchmarks/gui_responsiveness.py).
+    Objects created later are collected as usual; only cycles already garbage now stay."""
+    global _GC_FROZEN
+    if not _GC_FROZEN:
+        import gc
+
+        gc.freeze()
+        _GC_FROZEN = True
+
+
 _BACKEND_LOCK = threading.Lock()
 _BACKEND: dict = {}
 
@@ -240,6 +257,7 @@ class TrainWidget(Container):
         # the GIL with the GUI
         self._curve_renderer = renderer
         self._ready = True
+        _freeze_gc_once()
         warm_up_training()
         QTimer.singleShot(0, self._warm_up_progress)
         self.info.value = "build a problem first (Preprocess)"
