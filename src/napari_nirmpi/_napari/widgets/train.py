@@ -64,21 +64,25 @@ def eta_text(iteration: int, total: int, elapsed: float, early_stopping: bool) -
     return head + (f" · ≤ {left} left" if early_stopping else f" · about {left} left")
 
 
-_GC_FROZEN = False
+_GC_RUNS = [0]  # training runs in progress in this process (all Train widgets)
 
 
-def _freeze_gc_once() -> None:
-    """Move the objects alive now (napari, Qt, PyTorch, matplotlib: millions) out of the cyclic
-    garbage collector's reach, once per process. A full collection walks all of them while
-    holding the GIL: during a run, set off by the training loop's allocations, it froze the
-    event loop for ~220 ms (measured with gc.callbacks, benchmarks/gui_responsiveness.py).
-    Objects created later are collected as usual; only cycles already garbage now stay."""
-    global _GC_FROZEN
-    if not _GC_FROZEN:
-        import gc
+def _gc_freeze_during_run(start: bool) -> None:
+    """While a run is in progress, the objects alive at its start (napari, Qt, PyTorch,
+    matplotlib: millions) are frozen out of the cyclic garbage collector's reach. A full
+    collection walks all of them holding the GIL: set off by the training loop's allocations it
+    froze the event loop for ~220 ms mid-run (seen with gc.callbacks, 2026-12-03). They are
+    unfrozen when the last run ends, so a closed viewer is collected as before."""
+    import gc
 
-        gc.freeze()
-        _GC_FROZEN = True
+    if start:
+        _GC_RUNS[0] += 1
+        if _GC_RUNS[0] == 1:
+            gc.freeze()
+    elif _GC_RUNS[0] > 0:
+        _GC_RUNS[0] -= 1
+        if _GC_RUNS[0] == 0:
+            gc.unfreeze()
 
 
 _BACKEND_LOCK = threading.Lock()
@@ -257,7 +261,6 @@ class TrainWidget(Container):
         # the GIL with the GUI
         self._curve_renderer = renderer
         self._ready = True
-        _freeze_gc_once()
         warm_up_training()
         QTimer.singleShot(0, self._warm_up_progress)
         self.info.value = "build a problem first (Preprocess)"
@@ -342,6 +345,8 @@ class TrainWidget(Container):
         self.info.value = f"training on {cfg.device}…"
         self._update_enabled()
         self._scroll_to_curve()
+        _gc_freeze_during_run(True)
+        self._gc_held = True
         QTimer.singleShot(START_STAGGER_MS, partial(self._launch, self.worker, cfg.iterations))
         return self.worker
 
@@ -581,7 +586,13 @@ class TrainWidget(Container):
                                                        "iterations_run": int(st.iteration)})["metadata"]
         return name
 
+    def _release_gc(self):
+        if getattr(self, "_gc_held", False):
+            self._gc_held = False
+            _gc_freeze_during_run(False)
+
     def _finished(self):
+        self._release_gc()
         self._close_progress()
         if self.state is not None:
             reason = self.state.stop_reason or "stopped by user"
@@ -607,6 +618,7 @@ class TrainWidget(Container):
         pass  # `finished` follows and keeps the best field
 
     def _failed(self, exc):
+        self._release_gc()
         self._close_progress()
         fld = getattr(exc, "field", None)
         if fld is not None:
