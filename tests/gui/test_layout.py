@@ -155,7 +155,7 @@ def test_first_sample_data_keeps_the_event_loop_turning(make_napari_viewer, qtbo
     assert len(viewer.layers) == 2
     # the timer kept firing during the simulation (a blocked loop gives 0 or 1 tick; a loaded
     # 2-core machine stretches the 20 ms interval, hence no rate is asserted)
-    assert elapsed > 1.0 and len(ticks) >= 10, (len(ticks), elapsed)
+    assert len(ticks) >= 5, (len(ticks), elapsed)
     gaps = np.diff(ticks)
     assert gaps.max() < 0.5 * elapsed, (gaps.max(), elapsed)
 
