@@ -2,11 +2,13 @@
 
 Run by hand (not in CI), under a display or Xvfb:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py [--out docs/images]
-        [--iterations 1500] [--quick]
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python scripts/screenshots.py [--out docs/images]
+        [--iterations 1500] [--quick] [--size 1366x768]
 
-Writes docs/images/{01_sample_data,02_preprocess,03_baseline,04_train_live,05_train_done,
-06_sample,07_compare}.png (whole window: canvas + the step's dock widget), and for a frame series
+The window has the size of a laptop screen (1366×768) and the plugin's one dock, "MPI
+reconstruction (all steps)", open on the step shown; the scale bar is on (mm).
+Writes docs/images/{01_sample_data,02_preprocess,02_preprocess_spectrum,03_baseline,04_train_live,05_train_done,
+06_sample,07_compare}.png (whole window: canvas + the workflow dock), and for a frame series
 (a simulated bolus, Baseline "all frames" -> Zarr store -> time-series layer)
 docs/images/series_baseline.png (window) and series_frames.png (canvas at three frames).
 `--only series` makes just the series images.
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "images"))
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--quick", action="store_true", help="short training (checks the script works)")
+    ap.add_argument("--size", default="1366x768", help="window size WxH (default: a laptop screen)")
     ap.add_argument("--only", choices=["workflow", "series"], default=None,
                     help="make only the workflow (0*.png) or only the series (series_*.png) images")
     args = ap.parse_args(argv)
@@ -53,14 +56,15 @@ def main(argv=None) -> int:
         nonlocal app
         viewer = napari.Viewer(title="napari-nirmpi", show=True)
         app = QApplication.instance()
-        viewer.window.resize(1600, 1000)
-        dock = {"w": None}
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        viewer.window._qt_window.setGeometry(0, 0, w, h)
+        viewer.canvas.overlays.scale_bar.visible = True
+        _, flow = viewer.window.add_plugin_dock_widget(PLUGIN, "MPI reconstruction (all steps)")
 
         def show(name):
-            if dock["w"] is not None:
-                viewer.window.remove_dock_widget(dock["w"])
-            dw, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-            dock["w"] = dw
+            widget = flow.show_step(name)
+            if name == "Train":
+                wait_until(app, lambda: widget.ready, what="PyTorch")
             app.processEvents()
             return widget
 
@@ -105,12 +109,12 @@ def series(viewer, app, args, show, shot):
     tmp = tempfile.mkdtemp(prefix="nirmpi-series-")
     paths = simulate(tmp, phantom="bolus", grid=29, frames=12, seed=0)
     # files, not layers: the SM component stack would share the first slider with the time axis
-    pre = show("1 Preprocess")
+    pre = show("Preprocess")
     pre.sm_file.value = str(paths["sm"])
     pre.meas_file.value = str(paths["meas"])
     worker = pre.build()
     wait_until(app, worker.done, what="build problem")
-    base = show("2 Baseline (Kaczmarz)")
+    base = show("Baseline")
     base.iterations.value = 30
     base.series.all_frames.value = True
     worker = base.run()
@@ -144,26 +148,31 @@ def series(viewer, app, args, show, shot):
 def workflow(viewer, app, args, show, shot, hide_all_but):
     # 1. sample data: the SM stack (component 0 = best SNR) next to the ground truth
     viewer.open_sample(PLUGIN, "spiral")
+    wait_until(app, lambda: True, what="slider")
     sm = next(ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "system_matrix")
     gt = next(ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "ground_truth")
     hide_all_but(sm.name, gt.name)
     viewer.canvas.grid.enabled = True
     viewer.reset_view()
-    viewer.dims.set_current_step(0, 3)
     shot("01_sample_data")
     viewer.canvas.grid.enabled = False
 
     # 2. Preprocess
-    pre = show("1 Preprocess")
+    pre = show("Preprocess")
     hide_all_but(sm.name)
     pre.snr_threshold.value = 1.5
     worker = pre.build()
     wait_until(app, worker.done, what="build problem")
     viewer.reset_view()
     shot("02_preprocess")
+    pre.plot_kind.value = "spectrum (measurement)"
+    wait_until(app, lambda: pre.meas_path() in pre._spectrum_cache and pre._spectrum_worker is None,
+               what="measurement spectrum")
+    shot("02_preprocess_spectrum")
+    pre.plot_kind.value = "SNR (system matrix)"
 
     # 3. Baseline
-    base = show("2 Baseline (Kaczmarz)")
+    base = show("Baseline")
     worker = base.run()
     wait_until(app, worker.done, what="Kaczmarz")
     native = viewer.layers["Kaczmarz 29x29"]
@@ -175,7 +184,7 @@ def workflow(viewer, app, args, show, shot, hide_all_but):
     viewer.canvas.grid.enabled = False
 
     # 4. Train: live layer mid-run, then the finished run
-    train = show("3 Train NIR")
+    train = show("Train")
     train.iterations.value = 300 if args.quick else args.iterations
     train.preview_every.value = 50
     worker = train.start()
@@ -187,7 +196,7 @@ def workflow(viewer, app, args, show, shot, hide_all_but):
     shot("05_train_done")
 
     # 5. Sample at 104²
-    samp = show("4 Sample")
+    samp = show("Sample")
     samp.grid.value = "104"
     worker = samp.run()
     wait_until(app, worker.done, what="sampling")
@@ -196,7 +205,7 @@ def workflow(viewer, app, args, show, shot, hide_all_but):
     shot("06_sample")
 
     # 6. Compare: Kaczmarz bicubic vs NIR vs ground truth, side by side, with a profile
-    cmp_ = show("5 Compare")
+    cmp_ = show("Compare")
     nir = viewer.layers["NIR sample 104x104"]
     cmp_.layers.value = [native, up, nir]
     cmp_.ground_truth.value = gt

@@ -31,6 +31,7 @@ def test_command_ids_and_contributions(manifest):
     assert reader.accepts_directories  # frame-series Zarr stores are directories
     assert [s.display_name for s in c.sample_data] == ["Spiral phantom (simulated 2D MPI)"]
     widgets = [w.display_name for w in c.widgets]
+    assert widgets[0] == "MPI reconstruction (all steps)"  # the main entry, first in the menu
     for step in ("Preprocess", "Baseline", "Train", "Sample", "Compare"):
         assert any(step in w for w in widgets), (step, widgets)
     assert {tuple(w.filename_extensions)[0] for w in c.writers} == {".mdf", ".npy"}

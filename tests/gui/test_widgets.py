@@ -17,9 +17,11 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
-def test_all_widgets_dock_and_start_disabled(viewer, notifications):
+def test_all_widgets_dock_and_start_disabled(viewer, notifications, qtbot):
     ws = {n: viewer.window.add_plugin_dock_widget(PLUGIN, n)[1] for n in WIDGETS}
     pre, base, train, samp, cmp_ = ws.values()
+    qtbot.waitUntil(lambda: train.ready, timeout=60_000)
+    assert pre.info.value == "choose a system matrix and a measurement"
     # one session per viewer, shared by every widget
     assert pre.session is base.session is train.session is samp.session
     assert not pre.build_button.enabled
@@ -34,12 +36,29 @@ def test_all_widgets_dock_and_start_disabled(viewer, notifications):
     assert cmp_.compute_metrics() is None and "ground-truth" in notifications[-1]
 
 
-def test_train_defaults_and_devices(viewer):
+def test_train_defaults_and_devices(viewer, qtbot):
+    import time
+
     import torch
 
     from napari_nirmpi.nir.train import TrainConfig
 
+    t0 = time.perf_counter()
     _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Train NIR")
+    # the dock opens without waiting for PyTorch (imported here already: the time is the
+    # widget's own; a first import costs seconds and runs in a thread)
+    assert time.perf_counter() - t0 < 2.0
+    qtbot.waitUntil(lambda: train.ready, timeout=60_000)
+    assert train.start_button.enabled is False and train.net_width.enabled
+    from napari_nirmpi._napari.widgets.train import TrainWidget
+
+    early = TrainWidget(viewer)  # a second one (napari would hand back the open dock)
+    early.iterations.value = 123  # set while PyTorch may still be loading: kept
+    early.device.value = "cpu"
+    early.ensure_ready()
+    assert early.ready and early.iterations.value == 123 and early.device.value == "cpu"
+    assert early.net_width.value == TrainConfig().width
+    early.native.close()
     d = TrainConfig()
     cfg = train.config()
     for name in ("width", "depth", "omega0", "lr", "iterations", "max_scale", "operator", "l1_weight", "seed",
@@ -64,6 +83,8 @@ def test_preprocess_preview_follows_parameters(viewer, spiral_files):
     viewer.open(spiral_files["meas"], plugin=PLUGIN)
     _, pre = viewer.window.add_plugin_dock_widget(PLUGIN, "1 Preprocess")
     assert pre.build_button.enabled
+    # both are chosen: the status says so (it used to ask to choose them)
+    assert pre.info.value.startswith("ready: sm.mdf + meas.mdf"), pre.info.value
     assert pre.sm_path() == spiral_files["sm"] and pre.meas_path() == spiral_files["meas"]
     pre.snr_threshold.value = 0.0
     wide = pre.preview_rows
@@ -75,6 +96,24 @@ def test_preprocess_preview_follows_parameters(viewer, spiral_files):
     narrow = pre.preview_rows
     assert wide > strict > one > narrow > 0
     assert len(pre.plot.axes.lines) >= 2 and pre.plot.axes.get_yscale() == "log"
+
+
+def test_preprocess_plots_the_measurement_spectrum(viewer, qtbot, spiral_files):
+    """The measurement's spectrum as a plot (frequency in kHz, |u| on a log axis, kept rows
+    marked), read in a worker; not an image layer in a viewer of millimetres."""
+    viewer.open_sample(PLUGIN, "spiral")
+    _, pre = viewer.window.add_plugin_dock_widget(PLUGIN, "1 Preprocess")
+    assert pre.meas_path() == spiral_files["meas"]
+    pre.channels.value = "0"
+    pre.plot_kind.value = "spectrum (measurement)"
+    qtbot.waitUntil(lambda: pre.meas_path() in pre._spectrum_cache and pre._spectrum_worker is None,
+                    timeout=30_000)
+    ax = pre.plot.axes
+    labels = [ln.get_label() for ln in ax.lines]
+    assert labels[:2] == ["channel 0", "channel 1"] and labels[2].startswith("kept (")
+    kept = int(labels[2][6:-1])
+    assert kept == pre.preview_rows > 0  # the rows the SNR view counts, on channel 0 only
+    assert ax.get_yscale() == "log" and "kHz" in ax.get_xlabel()
 
 
 def test_parsers():
@@ -145,14 +184,42 @@ def test_compare_metrics_resample_to_ground_truth(viewer, notifications):
     assert res["coarse"]["psnr"] > res["noisy"]["psnr"]  # a smooth image up-samples well
     assert res["coarse"]["grid"] == "29x29"
     assert cmp_.table.shape[0] == 2
+    assert cmp_.warning == ""
     cmp_.add_line()
     prof = cmp_.plot_profile()
     d, v = prof["GT"]
     assert d[-1] == pytest.approx(28.0, rel=0.05) and v.max() == pytest.approx(1.0, abs=0.05)
     assert not notifications
+    # the profile legend sits under the axes, not over the curves
+    leg = cmp_.plot.axes.get_legend()
+    assert leg is not None and leg.get_bbox_to_anchor().y0 < cmp_.plot.axes.bbox.y0
 
 
-def test_training_error_becomes_notification(viewer, wait_worker, spiral_files, notifications):
+def test_compare_ground_truth_without_scale_warns(viewer, monkeypatch):
+    """A ground truth added without its voxel size (scale 1 per pixel) sits at the origin, beside
+    the mm images: a warning, not a silent 7 dB."""
+    import napari.utils.notifications as nt
+
+    from napari_nirmpi import Grid
+    from napari_nirmpi._napari.layers import image_layer_kwargs
+
+    warned = []
+    monkeypatch.setattr(nt, "show_warning", lambda msg, *a, **k: warned.append(str(msg)))
+    g = Grid((29, 29), (0.028, 0.028))
+    rec = viewer.add_image(np.ones((29, 29), np.float32), **image_layer_kwargs("rec", "reconstruction", g))
+    _, cmp_ = viewer.window.add_plugin_dock_widget(PLUGIN, "5 Compare")
+    first = viewer.add_image(np.ones((29, 29), np.float32), **image_layer_kwargs("GT1", "ground_truth", g))
+    assert cmp_.ground_truth.value is first
+    bare = viewer.add_image(np.ones((104, 104), np.float32), name="truth.tif",
+                            metadata={"nirmpi": {"kind": "ground_truth"}})
+    assert cmp_.ground_truth.value is bare  # the ground truth just added is selected
+    cmp_.layers.value = [rec]
+    res = cmp_.compute_metrics()
+    assert res == {} and "rec" in cmp_.warning and "no scale" in cmp_.warning
+    assert warned and warned[-1] == cmp_.warning and cmp_.warning in cmp_.info.value
+
+
+def test_training_error_becomes_notification(viewer, wait_worker, spiral_files, notifications, qtbot):
     import torch
 
     from napari_nirmpi.nir.train import TrainConfig
@@ -165,6 +232,7 @@ def test_training_error_becomes_notification(viewer, wait_worker, spiral_files, 
     _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Train NIR")
     problem = build_problem(spiral_files["sm"], spiral_files["meas"])
     train.session.set_problem(problem, problem.params)
+    qtbot.waitUntil(lambda: train.ready, timeout=60_000)
     assert train.start_button.enabled
     worker = train.start(config=TrainConfig(width=16, depth=1, iterations=10, device=missing))
     wait_worker(worker)
@@ -257,3 +325,28 @@ def test_live_layer_follows_a_new_problem_grid(viewer, qtbot, spiral_files):
     qtbot.waitUntil(lambda: viewer.layers[LIVE_NAME].data.shape == (8, 10), timeout=10_000)
     assert viewer.layers[LIVE_NAME] is live and not live.visible
     assert np.allclose(live.scale, grid.scale_mm)
+
+
+def test_eta_text():
+    from napari_nirmpi._napari.widgets.train import eta_text, format_duration
+
+    assert format_duration(5.2) == "5 s" and format_duration(125) == "2 min 05 s"
+    assert format_duration(7260) == "2 h 01 min"
+    assert eta_text(0, 100, 0.0, True) == "0 s elapsed"
+    # a quarter done in 10 s: 30 s to go at this rate; early stopping makes it a bound
+    assert eta_text(25, 100, 10.0, False) == "10 s elapsed · about 30 s left"
+    assert eta_text(25, 100, 10.0, True) == "10 s elapsed · ≤ 30 s left"
+
+
+def test_loss_curve_follows_the_data_down():
+    """The curve's y range follows the losses on every render (a fixed range hid the end of a
+    run under the axis), in whole decades so that a labelled tick is always in view."""
+    from napari_nirmpi._napari._plot import CurveRenderer
+
+    r = CurveRenderer()
+    it = np.arange(1, 100)
+    r.render(it, 0.5 * np.exp(-it / 30) + 0.01, [], [], 50, (340, 200))
+    assert r.ax.get_ylim() == pytest.approx((1e-2, 1.0))
+    it = np.arange(1, 1500)
+    r.render(it, 0.5 * np.exp(-it / 100) + 5e-5, [], [], 50, (340, 200))
+    assert r.ax.get_ylim() == pytest.approx((1e-5, 1.0))

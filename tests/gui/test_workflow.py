@@ -27,7 +27,8 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     viewer = make_napari_viewer_proxy()
     viewer.open_sample(PLUGIN, "spiral")
     kinds = sorted(ly.metadata["nirmpi"]["kind"] for ly in viewer.layers)
-    assert kinds == ["ground_truth", "measurement", "system_matrix"]
+    # the measurement is not a layer (a spectrum has no axis in mm); the SM layer names it
+    assert kinds == ["ground_truth", "system_matrix"]
     gt = next(ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "ground_truth")
     sm = next(ly for ly in viewer.layers if ly.metadata["nirmpi"]["kind"] == "system_matrix")
     assert gt.data.shape == (104, 104)
@@ -36,11 +37,15 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     ext_sm = _edges(sm)
     np.testing.assert_allclose(ext_gt, ext_sm, atol=1e-6)
 
-    # -- Preprocess
-    pre = _dock(viewer, "1 Preprocess")
-    train = _dock(viewer, "3 Train NIR")
+    # -- Preprocess, in the one dock of all steps
+    _, flow = viewer.window.add_plugin_dock_widget(PLUGIN, "MPI reconstruction (all steps)")
+    pre = flow.step("Preprocess")
+    train = flow.step("Train")
+    qtbot.waitUntil(lambda: train.ready, timeout=60_000)
     assert not train.start_button.enabled  # no Problem yet
     assert pre.sm_layer.value is sm and pre.build_button.enabled
+    assert pre.meas_path() == spiral_files["meas"]
+    assert pre.info.value.startswith("ready:"), pre.info.value
     pre.snr_threshold.value = 3.0
     assert pre.preview_rows > 0
     wait_worker(pre.build())
@@ -51,7 +56,7 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     assert train.start_button.enabled
 
     # -- Baseline
-    base = _dock(viewer, "2 Baseline (Kaczmarz)")
+    base = flow.show_step("Baseline")
     base.iterations.value = 20
     base.grid.value = "104"
     wait_worker(base.run())
@@ -78,7 +83,11 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     assert train.previews_received >= 3 and 1 <= train.num_previews <= train.previews_received
     assert live.data.shape == (29, 29) and np.isfinite(live.data).all()
     assert train.state.stop_reason.startswith("max iterations")
-    assert train.info.value.startswith("max iterations at iteration 100"), train.info.value
+    assert train.eta.value.startswith("max iterations at iteration 100"), train.eta.value
+    assert train.progress.value == 100 == train.progress.max
+    first_name = list(train.session.fields)[0]
+    assert train.info.value == f"kept '{first_name}': the Sample step's field"
+    assert "misfit" in first_name  # the selection misfit is part of the name
     assert live.metadata["nirmpi"]["parameters"]["config"]["width"] == 32
     assert len(train.session.fields) == 1
     assert len(train._hist[0]) > 5  # loss curve history arrived
@@ -94,11 +103,18 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     wait_worker(worker, timeout=30_000)
     assert train.state.iteration < 100_000
     assert len(train.session.fields) == 2, (list(train.session.fields), train.info.value, notifications)
-    assert "stopped by user" in train.info.value
+    assert "stopped by user" in train.eta.value
+    second_name = list(train.session.fields)[1]
+    m1, m2 = (train.session.field_info[n]["misfit"] for n in (first_name, second_name))
 
     # -- Sample the first field at 104², and a sub-region from mm numbers
-    samp = _dock(viewer, "4 Sample")
-    samp.field.value = list(samp.session.fields)[0]
+    samp = flow.show_step("Sample")
+    # a worse second run is listed but does not silently become the field to sample
+    assert samp.field.value == (first_name if m2 > m1 else second_name)
+    if m2 > m1:
+        assert f"'{first_name}'" in train.info.value and "higher" in train.info.value
+    assert None not in samp.field.choices and len(samp.field.choices) == 2
+    samp.field.value = first_name
     samp.grid.value = "104"
     wait_worker(samp.run())
     nir = viewer.layers["NIR sample 104x104"]
@@ -127,7 +143,7 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     viewer.layers.remove(back)
 
     # -- Compare against the ground truth
-    cmp_ = _dock(viewer, "5 Compare")
+    cmp_ = flow.show_step("Compare")
     cmp_.layers.value = [native, up, nir]
     assert cmp_.ground_truth.value is gt
     res = cmp_.compute_metrics()
@@ -138,7 +154,20 @@ def test_full_workflow(make_napari_viewer_proxy, qtbot, wait_worker, spiral_file
     assert line.name == "profile line"
     prof = cmp_.plot_profile()
     assert set(prof) == {gt.name, native.name, up.name, nir.name}
+    # numbers as text with sensible digits, every row shown
+    t = cmp_.table.native
+    assert t.rowCount() == 3 and t.height() >= t.horizontalHeader().height() + sum(
+        t.rowHeight(r) for r in range(3))
+    from qtpy.QtCore import QLocale, Qt
+
+    shown = t.itemDelegate().displayText(t.item(0, 1).data(Qt.ItemDataRole.DisplayRole), QLocale())
+    assert shown == f"{res[native.name]['psnr']:.2f}", shown
     assert cmp_.set_side_by_side(True) is True
     assert not sm.visible and nir.visible and gt.visible
+    assert nir.name_overlay.visible and gt.name_overlay.visible  # cells are titled
+    assert not line.visible  # no cell of its own
+    cmp_.add_line()  # in grid mode: back to the overlay view, where the line lies on the images
+    assert not cmp_.side_by_side.value and line.visible
     assert cmp_.set_side_by_side(False) is False
+    assert not nir.name_overlay.visible
     assert not notifications, notifications

@@ -16,7 +16,8 @@ class PlotCanvas(FigureCanvasQTAgg):
         fig.patch.set_facecolor("#262930")
         super().__init__(fig)
         self.axes = fig.add_subplot(111)
-        self.setMinimumHeight(int(height * dpi * 0.8))
+        self._base_min_height = int(height * dpi * 0.8)
+        self.setMinimumHeight(self._base_min_height)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.clear()
 
@@ -32,8 +33,17 @@ class PlotCanvas(FigureCanvasQTAgg):
         ax.title.set_color("#dddddd")
         return ax
 
-    def legend(self):
-        leg = self.axes.legend(fontsize=7, facecolor="#262930", edgecolor="#666666")
+    def legend(self, below: bool = False):
+        """The legend inside the axes, or (below=True, for long layer names) under them, one
+        entry per row, the canvas made taller by as much so the plot keeps its height."""
+        if below:
+            n = len(self.axes.get_legend_handles_labels()[1])
+            leg = self.axes.legend(fontsize=7, facecolor="#262930", edgecolor="#666666",
+                                   loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=1,
+                                   frameon=False)
+            self.setMinimumHeight(self._base_min_height + 14 * n)
+        else:
+            leg = self.axes.legend(fontsize=7, facecolor="#262930", edgecolor="#666666")
         for t in leg.get_texts():
             t.set_color("#dddddd")
 
@@ -63,6 +73,12 @@ class CurveRenderer:
             spine.set_color("#aaaaaa")
         ax.tick_params(colors="#dddddd", labelsize=8)
         ax.set_yscale("log")
+        # minor ticks unlabelled: "6×10⁻¹" labels are wider than the margin and push the axis
+        # title out of the image
+        from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(LogFormatterSciNotation())
         ax.set_xlabel("iteration", color="#dddddd", fontsize=9)
         ax.set_ylabel("relative misfit", color="#dddddd", fontsize=9)
         self.train, = ax.plot([], [], color="#4fc3f7", lw=1.0, label="training")
@@ -84,7 +100,8 @@ class CurveRenderer:
         if self._size != (w, h):
             self.fig.set_size_inches(w / self.dpi, h / self.dpi)
             # fixed pixel margins: tight_layout costs ~100 ms of GIL-holding Python per call
-            self.fig.subplots_adjust(left=min(0.45, 52 / w), bottom=min(0.45, 34 / h),
+            # room for the tick labels (1e-03) and the axis titles at 9 pt
+            self.fig.subplots_adjust(left=min(0.45, 64 / w), bottom=min(0.45, 42 / h),
                                      right=1 - min(0.2, 8 / w), top=1 - min(0.2, 8 / h))
             self._size = (w, h)
         self.train.set_data(iterations, np.maximum(losses, 1e-12) if len(losses) else [])
@@ -93,7 +110,13 @@ class CurveRenderer:
         self.best.set_xdata([b, b])
         self.best.set_visible(bool(b))
         self.ax.relim()
+        self.ax.set_autoscaley_on(True)  # set_ylim below switches it off for the next render
         self.ax.autoscale_view()
+        if len(losses):  # at least one decade, so a major (labelled) tick is always in view
+            lo, hi = self.ax.get_ylim()
+            import math
+
+            self.ax.set_ylim(10 ** math.floor(math.log10(lo)), 10 ** math.ceil(math.log10(hi)))
         self.fig.canvas.draw()
         return np.asarray(self.fig.canvas.buffer_rgba()).copy()
 

@@ -53,15 +53,67 @@ def spiral_files(grid: int = 29, seed: int = 0, gt_shape=GT_SHAPE) -> dict:
     return {"sm": sm, "meas": meas, "gt": gt_path, "folder": folder}
 
 
+def _cached(grid: int = 29, seed: int = 0, gt_shape=GT_SHAPE) -> bool:
+    folder = cache_dir(f"spiral-{grid}-seed{seed}")
+    return all(os.path.isfile(os.path.join(folder, n)) for n in
+               ("sm.mdf", "meas.mdf", f"ground_truth_{gt_shape[0]}x{gt_shape[1]}.npy"))
+
+
+def _spiral_files_with_progress() -> dict:
+    """`spiral_files()`; on first use (a simulation of several seconds) it runs in a thread while
+    the event loop keeps turning and napari's activity dock shows a progress bar."""
+    if _cached():
+        return spiral_files()
+    try:
+        from qtpy.QtWidgets import QApplication
+
+        app = QApplication.instance()
+    except Exception:  # noqa: BLE001 - no Qt: simulate in this thread
+        app = None
+    if app is None:
+        return spiral_files()
+    import threading
+    import time
+
+    from napari.utils import progress
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["files"] = spiral_files()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the GUI thread below
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, name="nirmpi-sample-data", daemon=True)
+    with progress(total=0, desc="Simulating the spiral phantom (first use; cached afterwards)") as pbar:
+        thread.start()
+        while thread.is_alive():
+            app.processEvents()
+            time.sleep(0.03)
+            pbar.refresh()
+    if "error" in out:
+        raise out["error"]
+    return out["files"]
+
+
 def spiral_phantom():
-    """npe2 sample data: [system matrix, measurement, ground truth] LayerData tuples."""
+    """npe2 sample data: [system matrix, ground truth] LayerData tuples, in mm.
+
+    The measurement is not added as a layer: its spectrum has no axis in mm, and one layer without
+    mm units makes napari drop units for all of them. The system-matrix layer names its
+    measurement (``metadata["nirmpi"]["measurement"]``), which Preprocess picks up."""
     from .. import mdf
+    from .layers import schedule_first_component
     from .reader import layers_from_file
 
-    files = spiral_files()
-    sm_layer = layers_from_file(files["sm"])[0]
-    meas_data, meas_kw, meas_type = layers_from_file(files["meas"])[0]
-    meas_kw = dict(meas_kw, visible=False)  # spectrum axes are kHz, not mm: hide by default
+    files = _spiral_files_with_progress()
+    sm_data, sm_kw, sm_type = layers_from_file(files["sm"])[0]
+    sm_kw = dict(sm_kw)
+    sm_kw.setdefault("units", ("pixel", "mm", "mm"))
+    sm_kw["metadata"] = {k: (dict(v, measurement=os.path.abspath(files["meas"])) if k == "nirmpi" else v)
+                         for k, v in sm_kw["metadata"].items()}
+    schedule_first_component(sm_kw["name"])
     gt = np.load(files["gt"])
     native = mdf.open(files["sm"]).grid
     gt_grid = native.with_shape(gt.shape)  # same physical extent as the 29² native grid
@@ -70,4 +122,4 @@ def spiral_phantom():
                                parameters={"phantom": "spiral", "native_grid": list(native.shape),
                                            "seed": 0, "shape": list(gt.shape)})
     gt_kw.update(colormap="inferno", visible=True)
-    return [(meas_data, meas_kw, meas_type), sm_layer, (gt, gt_kw, "image")]
+    return [(sm_data, sm_kw, sm_type), (gt, gt_kw, "image")]

@@ -12,11 +12,22 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, S
 
 from ...errors import NirmpiError
 from ..layers import (grid_from_layer, grid_view_enabled, image_2d_or_3d, image_layers, layer_kind,
-                      line_mm, set_grid_view, shapes_layers)
+                      line_mm, set_grid_view, shapes_layers, spatial_units)
 from ..workers import notify_error
-from . import fit_dock
+from . import add_status, fit_dock
 
 PROFILE_LAYER = "profile line"
+MIN_OVERLAP = 0.5  # a layer covering less of the ground truth's FOV is not compared
+
+
+def overlap_fraction(grid, ref) -> float:
+    """Fraction of `ref`'s field of view (its last axes) that `grid` covers."""
+    nd = min(grid.ndim, ref.ndim)
+    lo = np.maximum(np.asarray(grid.lower)[-nd:], np.asarray(ref.lower)[-nd:])
+    hi = np.minimum(np.asarray(grid.upper)[-nd:], np.asarray(ref.upper)[-nd:])
+    inter = float(np.prod(np.clip(hi - lo, 0, None)))
+    area = float(np.prod(np.asarray(ref.upper)[-nd:] - np.asarray(ref.lower)[-nd:]))
+    return inter / area if area > 0 else 0.0
 
 
 class CompareWidget(Container):
@@ -32,22 +43,25 @@ class CompareWidget(Container):
         self.side_by_side = CheckBox(text="side by side (grid view)", value=False)
         self.metrics_button = PushButton(text="PSNR / SSIM")
         self.table = Table(value={"data": [], "columns": ["layer", "PSNR (dB)", "SSIM"]})
-        self.table.native.setMinimumHeight(90)
-        self.table.native.setMaximumHeight(150)
+        self.table.native.setMinimumHeight(60)
         self.shapes = ComboBox(label="Line (Shapes)", choices=self._shapes_choices, nullable=True)
         self.add_line_button = PushButton(text="Add line")
         self.profile_button = PushButton(text="Plot profile")
         self.info = Label(value="")
         self.extend([self.layers, self.ground_truth, self.method, self.side_by_side,
-                     self.metrics_button, self.table, self.shapes,
+                     self.metrics_button, self.shapes,
                      Container(widgets=[self.add_line_button, self.profile_button], layout="horizontal",
-                               labels=False),
-                     self.info])
+                               labels=False)])
+        # the table and the status span the dock (not the value column of a form row)
+        self.native.layout().insertWidget(self.native.layout().count() - 2, self.table.native)
+        add_status(self, self.info)
         from .._plot import PlotCanvas
 
-        self.plot = PlotCanvas(height=2.4)
+        self.plot = PlotCanvas(height=2.6)
         self.native.layout().addWidget(self.plot)
+        self._fit_table()
         self.results: dict[str, dict] = {}
+        self.warning = ""
         self.metrics_button.changed.connect(self.compute_metrics)
         self.profile_button.changed.connect(self.plot_profile)
         self.add_line_button.changed.connect(self.add_line)
@@ -64,11 +78,14 @@ class CompareWidget(Container):
     def _shapes_choices(self, _=None):
         return [(ly.name, ly) for ly in shapes_layers(self.viewer)]
 
-    def _layers_changed(self, *_):
+    def _layers_changed(self, event=None):
+        new = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         self.layers.reset_choices()
         self.ground_truth.reset_choices()
         self.shapes.reset_choices()
-        if self.ground_truth.value is None:
+        if new is not None and layer_kind(new) == "ground_truth" and new in [v for _, v in self._image_choices()]:
+            self.ground_truth.value = new  # a ground truth just added is the one to compare with
+        elif self.ground_truth.value is None:
             gts = [v for _, v in self._image_choices() if layer_kind(v) == "ground_truth"]
             if gts:
                 self.ground_truth.value = gts[-1]
@@ -87,9 +104,16 @@ class CompareWidget(Container):
         enabled = self.side_by_side.value if enabled is None else bool(enabled)
         show = self.chosen() + ([self.ground_truth.value] if self.ground_truth.value is not None else [])
         if enabled and show:
-            # grid view gives every layer a cell: show only the compared ones
+            # grid view gives every visible layer a cell: show only the compared ones, each titled;
+            # the profile line would get a cell of its own (empty but for the line): hidden
             for ly in self.viewer.layers:
                 ly.visible = ly in show
+                ly.name_overlay.visible = ly in show
+        elif not enabled:
+            for ly in self.viewer.layers:
+                ly.name_overlay.visible = False
+            if PROFILE_LAYER in self.viewer.layers:
+                self.viewer.layers[PROFILE_LAYER].visible = True
         set_grid_view(self.viewer, enabled)
         if self.side_by_side.value != enabled:  # called from code: keep the checkbox in step
             with self.side_by_side.changed.blocked():
@@ -115,6 +139,7 @@ class CompareWidget(Container):
         from ...metrics import psnr, ssim
 
         gt_layer = self.ground_truth.value
+        skipped = []
         try:
             if gt_layer is None:
                 raise NirmpiError("Compare: choose a ground-truth layer")
@@ -125,6 +150,10 @@ class CompareWidget(Container):
             gt = image_2d_or_3d(gt_layer)
             results = {}
             for ly in layers:
+                frac = overlap_fraction(grid_from_layer(ly), gt_grid)
+                if frac < MIN_OVERLAP:
+                    skipped.append((ly.name, frac))
+                    continue
                 img = self._on_gt(ly, gt_grid)
                 results[ly.name] = {"grid": "x".join(map(str, image_2d_or_3d(ly).shape)),
                                     "psnr": float(psnr(img, gt)), "ssim": float(ssim(img, gt))}
@@ -132,25 +161,62 @@ class CompareWidget(Container):
             notify_error(exc)
             return None
         self.results = results
-        # layer names as a stretching first column (not row headers): all columns fit the dock
-        self.table.value = {"data": [[name, round(r["psnr"], 2), round(r["ssim"], 3)]
+        # layer names as a stretching first column (not row headers): all columns fit the dock;
+        # numbers as text with the digits that mean something (a float cell shows "10.7500")
+        self.table.value = {"data": [[name, f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
                                      for name, r in results.items()],
                             "index": [str(i + 1) for i in range(len(results))],  # hidden
                             "columns": ["layer", "PSNR (dB)", "SSIM"]}
         self._fit_table()
-        self.info.value = f"vs {gt_layer.name} on its {'x'.join(map(str, gt.shape))} grid " \
-                          f"({self.method.value} resampling, intensity fitted)"
+        msg = f"vs {gt_layer.name} on its {'x'.join(map(str, gt.shape))} grid " \
+              f"({self.method.value} resampling, intensity fitted)"
+        warn = self._overlap_warning(gt_layer, gt_grid, skipped)
+        if warn:
+            from napari.utils.notifications import show_warning
+
+            show_warning(warn)
+            msg = warn + ("\n" + msg if results else "")
+        self.info.value = msg
+        self.warning = warn
         return results
 
+    @staticmethod
+    def _overlap_warning(gt_layer, gt_grid, skipped) -> str:
+        if not skipped:
+            return ""
+        lo, hi = np.asarray(gt_grid.lower) * 1e3, np.asarray(gt_grid.upper) * 1e3
+        box = " × ".join(f"{a:.3g}…{b:.3g}" for a, b in zip(lo[::-1], hi[::-1]))
+        names = ", ".join(f"'{n}' ({100 * f:.0f} %)" for n, f in skipped)
+        hint = ""
+        if tuple(np.asarray(gt_layer.scale, float)[-gt_grid.ndim:]) == (1.0,) * gt_grid.ndim:
+            hint = " The ground truth has no scale (1 per pixel): give it its voxel size in mm."
+        return (f"not compared: the field of view of {names} covers less than "
+                f"{100 * MIN_OVERLAP:.0f} % of the ground truth's ({box} mm).{hint}")
+
     def _fit_table(self):
+        """Columns: the name stretches, numbers fit; height: every row, no scroll bar."""
+        from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QHeaderView
 
+        from qtpy.QtWidgets import QStyledItemDelegate
+
         t = self.table.native
+        if type(t.itemDelegate()) is not QStyledItemDelegate:
+            # magicgui's delegate pads every number to 4 decimals ("10.7500"): show the text as is
+            t.setItemDelegate(QStyledItemDelegate(t))
         t.verticalHeader().setVisible(False)
+        t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        t.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         h = t.horizontalHeader()
-        h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for c in (1, 2):
-            h.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        if h.count() >= 3:
+            h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+            for c in (1, 2):
+                h.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        t.resizeRowsToContents()
+        rows = sum(t.rowHeight(r) for r in range(t.rowCount()))
+        height = h.height() + rows + 2 * t.frameWidth() + 2
+        t.setMinimumHeight(height)
+        t.setMaximumHeight(height)
 
     # -- profile ---------------------------------------------------------------------------
     def add_line(self, *_):
@@ -160,6 +226,11 @@ class CompareWidget(Container):
         if ref is None:
             notify_error(NirmpiError("Compare: no image layer to place a line on"))
             return None
+        if grid_view_enabled(self.viewer):
+            # napari's grid gives every visible layer its own cell: a line layer would sit in an
+            # empty one. The line is drawn (and moved) over the images, in the overlay view.
+            self.set_side_by_side(False)
+            self.info.value = "side by side is off while you place the line (tick it again after)"
         g = grid_from_layer(ref)
         lo, hi = np.asarray(g.lower) * 1e3, np.asarray(g.upper) * 1e3
         c = (lo + hi) / 2
@@ -170,7 +241,9 @@ class CompareWidget(Container):
             layer.shape_type = ["line"]
         else:
             layer = self.viewer.add_shapes([line], shape_type="line", name=PROFILE_LAYER,
-                                           edge_color="cyan", edge_width=0.6)
+                                           edge_color="cyan", edge_width=0.6,
+                                           units=spatial_units(2))
+        layer.visible = True
         self.shapes.value = layer
         return layer
 
@@ -198,7 +271,7 @@ class CompareWidget(Container):
                         label=ly.name, ls="--" if layer_kind(ly) == "ground_truth" else "-")
             ax.set_xlabel("distance along line (mm)")
             ax.set_ylabel("normalised intensity")
-            self.plot.legend()
+            self.plot.legend(below=True)
             self.plot.redraw()
         except Exception as exc:
             notify_error(exc)

@@ -11,9 +11,11 @@ from magicgui.widgets import (ComboBox, FileEdit, FloatSpinBox, Label, LineEdit,
 from ...errors import NirmpiError
 from ..layers import json_safe, layers_of_kind, nirmpi_meta
 from ..workers import notify_error, start_worker
+from . import add_status
 from ._base import StepWidget
 
 FILE_FILTER = "*.mdf *.h5 *.hdf5"
+PLOT_SNR, PLOT_SPECTRUM = "SNR (system matrix)", "spectrum (measurement)"
 
 
 def parse_channels(text: str) -> list[int] | None:
@@ -70,12 +72,22 @@ class PreprocessWidget(StepWidget):
         self.info = Label(value="no problem yet")
         self.extend([self.sm_layer, self.sm_file, self.meas_layer, self.meas_file, self.min_khz,
                      self.max_khz, self.snr_threshold, self.channels, self.background, self.frames,
-                     self.average, self.build_button, self.info])
+                     self.average, self.build_button])
+        add_status(self, self.info)
+        self.plot_kind = ComboBox(label="Plot", choices=[PLOT_SNR, PLOT_SPECTRUM], value=PLOT_SNR,
+                                  tooltip="the system matrix's SNR per row, or the measurement's mean "
+                                          "spectrum |u| (foreground frames); kept rows in red")
+        self.append(self.plot_kind)
         from .._plot import PlotCanvas
 
         self.plot = PlotCanvas(height=2.4)
         self.native.layout().addWidget(self.plot)
         self._snr_cache: dict[str, tuple] = {}
+        self._spectrum_cache: dict[str, tuple] = {}
+        self._spectrum_worker = None
+        self.plot_kind.changed.connect(self.update_preview)
+        self.meas_file.changed.connect(self._meas_changed)
+        self.meas_layer.changed.connect(self._meas_changed)
 
         self.build_button.changed.connect(self.build)
         for w in (self.sm_layer, self.sm_file, self.min_khz, self.max_khz, self.snr_threshold,
@@ -92,7 +104,8 @@ class PreprocessWidget(StepWidget):
         return [(ly.name, ly) for ly in layers_of_kind(self.viewer, "system_matrix")]
 
     def _meas_choices(self, _=None):
-        return [(ly.name, ly) for ly in layers_of_kind(self.viewer, "measurement")]
+        # any layer type: a measurement may come as a handle without pixels (no axis in mm)
+        return [(ly.name, ly) for ly in layers_of_kind(self.viewer, "measurement", None)]
 
     def _layers_changed(self, event=None):
         self.sm_layer.reset_choices()
@@ -101,6 +114,11 @@ class PreprocessWidget(StepWidget):
             self.sm_layer.value = self.sm_layer.choices[-1]
         if self.meas_layer.value is None and self.meas_layer.choices:
             self.meas_layer.value = self.meas_layer.choices[-1]
+        # the sample data's system matrix names its measurement: show it as the chosen file
+        companion = nirmpi_meta(self.sm_layer.value).get("measurement") if self.sm_layer.value is not None \
+            else None
+        if companion and self.meas_layer.value is None and not _file_value(self.meas_file):
+            self.meas_file.value = companion
         self._update_enabled()
         self.update_preview()
 
@@ -114,14 +132,30 @@ class PreprocessWidget(StepWidget):
         f = _file_value(self.meas_file)
         if f:
             return f
-        return nirmpi_meta(self.meas_layer.value).get("source") if self.meas_layer.value is not None else None
+        if self.meas_layer.value is not None:
+            return nirmpi_meta(self.meas_layer.value).get("source")
+        # the sample data's system matrix names its measurement (not a layer: no axis in mm)
+        if self.sm_layer.value is not None:
+            return nirmpi_meta(self.sm_layer.value).get("measurement")
+        return None
 
     def _update_enabled(self, *_):
-        ok = bool(self.sm_path()) and bool(self.meas_path())
+        sm, meas = self.sm_path(), self.meas_path()
         busy = self.worker is not None and not self.worker.done()
-        self.build_button.enabled = ok and not busy
-        if not ok and self.session.problem is None:
-            self.info.value = "choose a system matrix and a measurement"
+        self.build_button.enabled = bool(sm and meas) and not busy
+        if busy:
+            return
+        if not (sm and meas):
+            missing = " and ".join(w for w, p in (("a system matrix", sm), ("a measurement", meas)) if not p)
+            self.info.value = f"choose {missing}"
+        elif self.session.problem is None or not self._built_from(sm, meas):
+            self.info.value = (f"ready: {os.path.basename(sm)} + {os.path.basename(meas)}; "
+                               "press Build problem")
+
+    def _built_from(self, sm, meas) -> bool:
+        info = self.session.problem_info or {}
+        same = lambda a, b: bool(a) and os.path.abspath(a) == os.path.abspath(b)  # noqa: E731
+        return same(info.get("sm_path"), sm) and same(info.get("meas_path"), meas)
 
     # -- parameters ------------------------------------------------------------------------
     def parameters(self) -> dict:
@@ -156,10 +190,51 @@ class PreprocessWidget(StepWidget):
         self._snr_cache[path] = tab
         return tab
 
+    def _meas_changed(self, *_):
+        if self.plot_kind.value == PLOT_SPECTRUM:
+            self.update_preview()
+
+    def _spectrum(self, path):
+        """(frequencies Hz, |mean foreground spectrum| (C, K)) of a measurement, read in a worker
+        the first time (a long measurement takes a while); None until it is there."""
+        if path in self._spectrum_cache:
+            return self._spectrum_cache[path]
+        if self._spectrum_worker is None:
+            def work():
+                from ... import mdf
+                from ..reader import mean_spectrum
+
+                f = mdf.open(path)
+                mag = np.asarray(mean_spectrum(f), float)
+                freqs = np.asarray(f.frequencies, float)
+                sel = getattr(f, "available_freq_index", None)
+                if sel is not None and len(sel) == mag.shape[1]:
+                    freqs = freqs[np.asarray(sel)]
+                return path, freqs, mag
+
+            def done(result):
+                p, freqs, mag = result
+                self._spectrum_cache[p] = (freqs, mag)
+
+            def finished():
+                self._spectrum_worker = None
+                self.update_preview()
+
+            self._spectrum_worker = start_worker(work, connect={"returned": done, "finished": finished,
+                                                                "errored": self._spectrum_failed})
+        return None
+
+    def _spectrum_failed(self, exc):
+        self._spectrum_cache[self.meas_path()] = exc
+
     def update_preview(self, *_):
-        """Redraw the SNR-vs-frequency plot with the current band/threshold marked."""
+        """Redraw the plot (SNR of the system matrix, or the measurement's spectrum) with the
+        current band/threshold and the kept rows marked."""
         ax = self.plot.clear()
         path = self.sm_path()
+        if self.plot_kind.value == PLOT_SPECTRUM:
+            self._draw_spectrum(ax, path)
+            return
         if not path:
             self.plot.redraw()
             return
@@ -189,11 +264,64 @@ class PreprocessWidget(StepWidget):
                 label=f"kept ({int(sel.sum())})")
         ax.axvspan(lo / 1e3, hi / 1e3, color="#ffffff", alpha=0.07)
         ax.axhline(max(thr, 1e-3), color="#ff5252", lw=0.8, ls="--")
+        positive = snr[np.isfinite(snr) & (snr > 0)]
+        if positive.size:  # no empty decades under the curves
+            ax.set_ylim(bottom=max(1e-3, 0.5 * float(positive.min())))
         ax.set_xlabel("frequency (kHz)")
         ax.set_ylabel("SNR")
         self.plot.legend()
         self.plot.redraw()
         self.preview_rows = int(sel.sum())
+
+    def _kept_rows(self, sm_path):
+        """(channel, frequency Hz) arrays of the rows the current settings keep, or None."""
+        try:
+            tab = self._snr_table(sm_path) if sm_path else None
+            chans = parse_channels(self.channels.value)
+        except Exception:  # noqa: BLE001 - a preview only
+            return None
+        if tab is None:
+            return None
+        ch, fr, snr = tab
+        sel = (fr >= self.min_khz.value * 1e3) & (fr <= self.max_khz.value * 1e3) \
+            & (np.nan_to_num(snr, nan=-1) > self.snr_threshold.value)
+        if chans is not None:
+            sel &= np.isin(ch, chans)
+        return ch[sel], fr[sel]
+
+    def _draw_spectrum(self, ax, sm_path):
+        meas = self.meas_path()
+        if not meas:
+            ax.set_title("choose a measurement", fontsize=8)
+            self.plot.redraw()
+            return
+        spec = self._spectrum(meas)
+        if spec is None:
+            ax.set_title("reading the measurement…", fontsize=8)
+            self.plot.redraw()
+            return
+        if isinstance(spec, Exception):
+            ax.set_title(str(spec)[:60], fontsize=8)
+            self.plot.redraw()
+            return
+        freqs, mag = spec
+        colors = ["#4fc3f7", "#ffb74d", "#81c784"]
+        floor = max(float(np.nanmax(mag)) * 1e-9, np.finfo(float).tiny)
+        for c in range(mag.shape[0]):
+            ax.semilogy(freqs / 1e3, np.maximum(mag[c], floor), lw=0.6, color=colors[c % 3], alpha=0.7,
+                        label=f"channel {c}")
+        kept = self._kept_rows(sm_path)
+        if kept is not None and len(kept[0]):
+            kc, kf = kept
+            idx = np.clip(np.searchsorted(freqs, kf), 0, freqs.size - 1)
+            ok = (kc < mag.shape[0]) & np.isclose(freqs[idx], kf, rtol=1e-6)
+            ax.plot(kf[ok] / 1e3, np.maximum(mag[kc[ok], idx[ok]], floor), ".", ms=2.5, color="#ff5252",
+                    label=f"kept ({int(ok.sum())})")
+        ax.axvspan(self.min_khz.value, self.max_khz.value, color="#ffffff", alpha=0.07)
+        ax.set_xlabel("frequency (kHz)")
+        ax.set_ylabel("|u| (mean spectrum)")
+        self.plot.legend()
+        self.plot.redraw()
 
     # -- build -------------------------------------------------------------------------------
     def build(self, *_):

@@ -10,6 +10,7 @@ from ...errors import NirmpiError
 from ...grid import parse_region, parse_shape
 from ..layers import image_layer_kwargs, rectangle_mm, set_or_add_image, shapes_layers
 from ..workers import notify_error, start_worker
+from . import add_status
 from ._base import StepWidget
 
 REGION_FULL, REGION_SHAPES, REGION_MM = "full field of view", "Shapes rectangle", "mm values"
@@ -21,7 +22,11 @@ class SampleWidget(StepWidget):
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__(napari_viewer)
-        self.field = ComboBox(label="Field", choices=self._field_choices, nullable=True)
+        # not nullable: a nullable ComboBox lists a blank entry; with no field it is simply empty
+        self.field = ComboBox(label="Field", choices=self._field_choices)
+        self.field.native.setSizeAdjustPolicy(
+            self.field.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.field.native.setMinimumContentsLength(12)
         self.grid = LineEdit(label="Grid", value="104", tooltip="N, AxB (AxBxC), or xF = F times the native grid")
         self.region = ComboBox(label="Region", choices=[REGION_FULL, REGION_SHAPES, REGION_MM],
                                value=REGION_FULL)
@@ -36,7 +41,8 @@ class SampleWidget(StepWidget):
         self.info = Label(value="train a field (Train) or load a checkpoint")
         self.extend([self.field, self.grid, self.region, self.shapes, self.region_mm,
                      self.sample_button, self.load_file, self.load_button, self.save_file,
-                     self.save_button, self.info])
+                     self.save_button])
+        add_status(self, self.info)
         self.sample_button.changed.connect(self.run)
         self.load_button.changed.connect(self.load)
         self.save_button.changed.connect(self.save)
@@ -55,8 +61,15 @@ class SampleWidget(StepWidget):
 
     def _fields_changed(self, *_):
         self.field.reset_choices()
-        if self.session.fields:
-            self.field.value = list(self.session.fields)[-1]
+        preferred = self.session.preferred_field()
+        if preferred is not None:
+            self.field.value = preferred
+            newest = list(self.session.fields)[-1]
+            if preferred != newest:
+                info = self.session.field_info
+                self.info.value = (f"'{newest}' is listed, but '{preferred}' stays selected: its held-out "
+                                   f"misfit is lower ({info[preferred]['misfit']:.3g} vs "
+                                   f"{info[newest]['misfit']:.3g})")
         self._update_enabled()
 
     def _layers_changed(self, *_):

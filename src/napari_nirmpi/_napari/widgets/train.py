@@ -11,20 +11,20 @@ Stop = `worker.quit()`; the best field so far is kept.
 
 from __future__ import annotations
 
+import threading
 import time
 from functools import partial
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QSizePolicy
-from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton,
-                              SpinBox)
+from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar,
+                              PushButton, SpinBox)
 
 from ...errors import NirmpiError
 from ..layers import image_layer_kwargs, json_safe
 from ..session import get_session
 from ..workers import notify_error, start_worker, train_updates, warm_up_training
-from . import fit_dock
+from . import add_status, fit_dock
 
 LIVE_NAME = "NIR (training)"
 PLOT_INTERVAL = 1.0     # s between progress-bar / status updates (the curve is rendered off-thread)
@@ -45,6 +45,69 @@ def available_devices() -> list[str]:
     return devs
 
 
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    m, sec = divmod(int(round(seconds)), 60)
+    return f"{m} min {sec:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def eta_text(iteration: int, total: int, elapsed: float, early_stopping: bool) -> str:
+    """'12 s elapsed · about 30 s left' ('≤ 30 s left' when early stopping may end the run
+    before its last iteration). One short line: a status that changes its number of lines
+    re-lays out the dock on every update (the iteration count is in the progress bar)."""
+    head = f"{format_duration(elapsed)} elapsed"
+    if iteration <= 0 or elapsed <= 0:
+        return head
+    left = format_duration((total - iteration) * elapsed / iteration)
+    return head + (f" · ≤ {left} left" if early_stopping else f" · about {left} left")
+
+
+_GC_RUNS = [0]  # training runs in progress in this process (all Train widgets)
+
+
+def _gc_freeze_during_run(start: bool) -> None:
+    """While a run is in progress, the objects alive at its start (napari, Qt, PyTorch,
+    matplotlib: millions) are frozen out of the cyclic garbage collector's reach. A full
+    collection walks all of them holding the GIL: set off by the training loop's allocations it
+    froze the event loop for ~220 ms mid-run (seen with gc.callbacks, 2026-12-03). They are
+    unfrozen when the last run ends, so a closed viewer is collected as before."""
+    import gc
+
+    if start:
+        _GC_RUNS[0] += 1
+        if _GC_RUNS[0] == 1:
+            gc.freeze()
+    elif _GC_RUNS[0] > 0:
+        _GC_RUNS[0] -= 1
+        if _GC_RUNS[0] == 0:
+            gc.unfreeze()
+
+
+_BACKEND_LOCK = threading.Lock()
+_BACKEND: dict = {}
+
+
+def _load_backend():
+    """(TrainConfig defaults, devices, a warmed-up CurveRenderer of its own): the slow imports
+    (PyTorch, matplotlib's Agg fonts), run in a thread when the Train step opens; PyTorch once per
+    process, a renderer per widget (each is used by its own training worker)."""
+    from .._plot import CurveRenderer
+
+    with _BACKEND_LOCK:
+        if "defaults" not in _BACKEND:
+            from ...nir.train import TrainConfig
+
+            _BACKEND["defaults"], _BACKEND["devices"] = TrainConfig(), available_devices()
+    import copy
+
+    devices = list(_BACKEND["devices"])
+    renderer = CurveRenderer()
+    renderer.render([], [], [], [], 0, (360, 200))
+    return copy.copy(_BACKEND["defaults"]), devices, renderer
+
+
 def series_method_kwargs(cfg) -> dict:
     """TrainConfig fields for batch's NIR method (device goes separately; no previews in batch)."""
     d = cfg.to_dict()
@@ -60,9 +123,6 @@ class TrainWidget(Container):
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
         super().__init__(labels=True)
         fit_dock(self)
-        from ...nir.train import TrainConfig
-
-        d = TrainConfig()
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.worker = None
@@ -72,56 +132,55 @@ class TrainWidget(Container):
         self._started = False      # a run was started (status text then reports on it)
         self.cfg = None            # the running (or last) run's TrainConfig
         self._problem_info = {}    # the problem's description as of the run's start
-        self.net_width = SpinBox(label="Width", value=d.width, min=4, max=4096, step=16)
-        self.net_depth = SpinBox(label="Depth (hidden)", value=d.depth, min=0, max=32)
-        self.omega0 = FloatSpinBox(label="ω0", value=d.omega0, min=0.1, max=1000.0, step=1.0)
-        self.lr = FloatSpinBox(label="Learning rate", value=d.lr, min=1e-7, max=1.0, step=1e-4)
+        self._ready = False        # PyTorch imported and the defaults filled in
+        # values are TrainConfig's defaults, filled in once PyTorch is imported (in a thread)
+        self.net_width = SpinBox(label="Width", value=128, min=4, max=4096, step=16)
+        self.net_depth = SpinBox(label="Depth (hidden)", value=3, min=0, max=32)
+        self.omega0 = FloatSpinBox(label="ω0", value=10.0, min=0.1, max=1000.0, step=1.0)
+        self.lr = FloatSpinBox(label="Learning rate", value=3e-4, min=1e-7, max=1.0, step=1e-4)
         self.lr.native.setDecimals(6)
-        self.iterations = SpinBox(label="Iterations", value=d.iterations, min=1, max=10_000_000, step=100)
-        self.max_scale = SpinBox(label="Max scale s", value=d.max_scale, min=1, max=16)
+        self.iterations = SpinBox(label="Iterations", value=2000, min=1, max=10_000_000, step=100)
+        self.max_scale = SpinBox(label="Max scale s", value=3, min=1, max=16)
         self.operator = ComboBox(label="Operator D", choices=[("auto (cubic 2D, pool 3D)", "auto"),
                                                               ("pool (paper)", "pool"), ("cubic", "cubic")],
-                                 value=d.operator)
+                                 value="auto")
         self.operator.tooltip = ("How the fine samples reach the native grid: pool = the paper's block mean; "
                                  "cubic = the system matrix interpolated inside each voxel (better in 2D, "
                                  "1 dB worse in 3D); auto = cubic in 2D, pool in 3D (docs/benchmarks.md)")
-        self.l1_weight = FloatSpinBox(label="Sparsity ℓ1", value=d.l1_weight, min=0.0, max=100.0, step=0.05)
+        self.l1_weight = FloatSpinBox(label="Sparsity ℓ1", value=0.0, min=0.0, max=100.0, step=0.05)
         self.l1_weight.tooltip = ("Weight of an ℓ1 term on the field, for sparse tracer distributions "
                                   "(vessels, dots); 0 = off. The stop cannot see its gains: check by eye.")
-        self.seed = SpinBox(label="Seed", value=d.seed, min=0, max=2**31 - 1)
-        devs = available_devices()
-        self.device = ComboBox(label="Device", choices=devs, value=d.device if d.device in devs else "auto")
-        self.preview_every = SpinBox(label="Preview every", value=d.preview_every, min=1, max=1_000_000,
-                                     step=10)
-        self.early_stopping = CheckBox(text="early stopping (validation rows)", value=d.early_stopping)
+        self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
+        # the CPU is always there; CUDA/MPS are added once PyTorch is loaded
+        self.device = ComboBox(label="Device", choices=["auto", "cpu"], value="auto")
+        self.preview_every = SpinBox(label="Preview every", value=100, min=1, max=1_000_000, step=10)
+        self.early_stopping = CheckBox(text="early stopping (validation rows)", value=True)
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop")
-        self.info = Label(value="build a problem first (Preprocess)")
-        # the status line wraps instead of widening the dock: a wider dock resizes the OpenGL
-        # canvas, a full redraw (~80 ms on software GL) at the first progress report
-        self.info.native.setWordWrap(True)
-        self.info.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="Iteration")
+        self.progress.native.setTextVisible(True)
+        self.progress.native.setFormat("%v / %m")
+        self.eta = Label(value="")
+        self.info = Label(value="loading PyTorch…")
+        # the status lines wrap instead of widening the dock (add_status): a wider dock resizes
+        # the OpenGL canvas, a full redraw (~80 ms on software GL) at the first progress report
         from ._series import SeriesOption
 
         self.series = SeriesOption(self, "nir")
-        self.extend([self.net_width, self.net_depth, self.omega0, self.lr, self.iterations, self.max_scale,
-                     self.operator, self.l1_weight, self.seed, self.device, self.preview_every, self.early_stopping, *self.series.widgets,
+        self._params = [self.net_width, self.net_depth, self.omega0, self.lr, self.iterations,
+                        self.max_scale, self.operator, self.l1_weight, self.seed, self.device,
+                        self.preview_every, self.early_stopping]
+        self.extend([*self._params, *self.series.widgets,
                      Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
                                labels=False),
-                     self.info])
+                     self.progress])
+        add_status(self, self.eta, self.info)
         from .._plot import RgbaView
 
         self.curve_view = RgbaView(min_height=170)
         self.native.layout().addWidget(self.curve_view)
         self._curve_size = {"size": (360, 200)}  # read by the worker (plain ints)
-        # one renderer for every run, warmed up here: its first draw (figure set-up, fonts) holds
-        # the GIL for ~0.2 s, which must not happen while training shares the GIL with the GUI
-        from .._plot import CurveRenderer
-
-        self._curve_renderer = CurveRenderer()
-        self._curve_renderer.render([], [], [], [], 0, self._curve_size["size"])
-        warm_up_training()
-        QTimer.singleShot(0, self._warm_up_progress)
+        self._curve_renderer = None
         self._hist = ([], [], [], [])  # iterations, losses, val iterations, val losses
         self._last_plot = 0.0
         self._last_preview = 0.0
@@ -134,7 +193,82 @@ class TrainWidget(Container):
         self.session.problem_changed.connect(self._update_enabled)
         self.session.problem_changed.connect(lambda *_: QTimer.singleShot(0, self._prepare_live_layer))
         QTimer.singleShot(0, self._prepare_live_layer)
+        # what a script (or the user) sets before PyTorch is loaded is kept
+        self._placeholders = {id(w): w.value for w in self._params}
         self._update_enabled()
+        # PyTorch takes seconds to import: in a thread, so the dock opens at once. A plain
+        # thread polled by a timer that dies with the widget: a dock closed before the import
+        # ends gets no late callback (a Qt worker's signals object may be gone by then)
+        loaded: dict = {}
+        self._loaded = loaded
+
+        def load():
+            try:
+                loaded["value"] = _load_backend()
+            except BaseException as exc:  # noqa: BLE001 - shown by the GUI thread
+                loaded["error"] = exc
+
+        self._loader = threading.Thread(target=load, name="nirmpi-load-torch", daemon=True)
+        self._loader.start()
+        self._loader_poll = QTimer(self.native)
+        self._loader_poll.setInterval(50)
+        self._loader_poll.timeout.connect(self._check_loader)
+        self._loader_poll.start()
+
+    @property
+    def ready(self) -> bool:
+        """PyTorch is imported and the parameters show TrainConfig's defaults."""
+        return self._ready
+
+    def ensure_ready(self) -> None:
+        """Finish the set-up now (a script calling start()/config() before the thread is done):
+        wait for the background import rather than run it twice."""
+        if not self._ready:
+            self._loader.join()
+            self._check_loader()
+            if "error" in self._loaded:
+                raise self._loaded["error"]
+
+    def _check_loader(self):
+        if self._ready or self._loader.is_alive():
+            return
+        self._loader_poll.stop()
+        if "value" in self._loaded:
+            self._backend_ready(self._loaded["value"])
+        elif "error" in self._loaded and not getattr(self, "_load_reported", False):
+            self._load_reported = True
+            self._backend_failed(self._loaded["error"])
+
+    def _backend_ready(self, loaded):
+        if self._ready:
+            return
+        defaults, devices, renderer = loaded
+        d = defaults
+        chosen_device = self.device.value
+        self.device.choices = devices
+        self.device.value = chosen_device if chosen_device in devices else "auto"
+        pairs = [(self.net_width, d.width), (self.net_depth, d.depth), (self.omega0, d.omega0),
+                 (self.lr, d.lr), (self.iterations, d.iterations), (self.max_scale, d.max_scale),
+                 (self.operator, d.operator), (self.l1_weight, d.l1_weight), (self.seed, d.seed),
+                 (self.preview_every, d.preview_every), (self.early_stopping, d.early_stopping)]
+        for w, default in pairs:  # TrainConfig's defaults, where nothing was set meanwhile
+            if w.value == self._placeholders.get(id(w)) and w.value != default:
+                w.value = default
+        if d.device in devices and chosen_device == "auto":
+            self.device.value = d.device
+        # one renderer for every run, warmed up in the loader thread: its first draw (figure
+        # set-up, fonts) holds the GIL for ~0.2 s, which must not happen while training shares
+        # the GIL with the GUI
+        self._curve_renderer = renderer
+        self._ready = True
+        warm_up_training()
+        QTimer.singleShot(0, self._warm_up_progress)
+        self.info.value = "build a problem first (Preprocess)"
+        self._update_enabled()
+
+    def _backend_failed(self, exc):
+        self.info.value = f"PyTorch could not be loaded: {exc}"
+        notify_error(exc)
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -143,12 +277,15 @@ class TrainWidget(Container):
 
     def _update_enabled(self, *_):
         has = self.session.problem is not None
-        self.start_button.enabled = has and not self.running
+        self.start_button.enabled = has and not self.running and self._ready
+        if not self._ready:
+            return
         self.stop_button.enabled = self.running
         if has and not self.running and not self._started and self.series.worker is None:
             self.info.value = f"ready: {self.session.problem.num_rows} rows"
 
     def config(self):
+        self.ensure_ready()
         from ...nir.train import TrainConfig
 
         return TrainConfig(width=int(self.net_width.value), depth=int(self.net_depth.value),
@@ -168,6 +305,7 @@ class TrainWidget(Container):
             return None
         if self.running:
             return self.series.worker if self.series.running else self.worker
+        self.ensure_ready()
         try:
             cfg = config if config is not None else self.config()
             cfg.validate()
@@ -188,6 +326,9 @@ class TrainWidget(Container):
         self._final = None
         self._problem_info = dict(self.session.problem_info)
         self._t0 = time.perf_counter()
+        self.progress.max = max(1, int(cfg.iterations))
+        self.progress.value = 0
+        self.eta.value = "starting…"
         self._pbar = None
         from .._plot import CurveRenderer
 
@@ -203,8 +344,33 @@ class TrainWidget(Container):
                                             "finished": self._finished, "aborted": self._aborted})
         self.info.value = f"training on {cfg.device}…"
         self._update_enabled()
+        self._scroll_to_curve()
+        _gc_freeze_during_run(True)
+        self._gc_held = True
         QTimer.singleShot(START_STAGGER_MS, partial(self._launch, self.worker, cfg.iterations))
         return self.worker
+
+    def _scroll_to_curve(self):
+        """In a scroll area (the workflow dock on a laptop screen), bring Stop, the progress and
+        the loss curve into view: during a run they matter, the parameters do not."""
+        from qtpy.QtWidgets import QScrollArea
+
+        w = self.native.parentWidget()
+        while w is not None and not isinstance(w, QScrollArea):
+            w = w.parentWidget()
+        if w is None:
+            return
+        scroll = w
+
+        def go():  # after the layout settles: Stop, progress, status and curve sit at the bottom
+            try:
+                bar = scroll.verticalScrollBar()
+                bar.setValue(bar.maximum())
+                scroll.ensureWidgetVisible(self.stop_button.native, 0, 10)
+            except RuntimeError:  # closed meanwhile
+                pass
+
+        QTimer.singleShot(0, go)
 
     @staticmethod
     def _warm_up_progress():
@@ -278,9 +444,12 @@ class TrainWidget(Container):
             self._last_plot = now
             if ls:
                 st = self.state
-                self.info.value = (f"iteration {upd.iteration}/{self.cfg.iterations}, loss {ls[-1]:.3g}"
-                                   + (f", val {vl[-1]:.3g}" if vl else "")
+                self.info.value = (f"loss {ls[-1]:.3g}"
+                                   + (f", held-out {vl[-1]:.3g}" if vl else "")
                                    + (f", best @ {st.best_iteration}" if st is not None else ""))
+                self.progress.value = min(int(upd.iteration), self.progress.max)
+                self.eta.value = eta_text(upd.iteration, self.cfg.iterations, now - self._t0,
+                                          bool(self.cfg.early_stopping))
             # napari's progress bar calls processEvents while it updates: give it its own
             # event-loop turn so no single turn stacks preview + progress
             QTimer.singleShot(0, partial(self._advance_progress, upd.iteration))
@@ -323,9 +492,10 @@ class TrainWidget(Container):
             pbar.close()
 
     def _layer_kwargs(self, grid, extra=None):
-        cfg = self.cfg if self.cfg is not None else self.config()
+        # before the first run and before PyTorch is loaded: no config yet (never import here)
+        cfg = self.cfg if self.cfg is not None else (self.config() if self._ready else None)
         info = self._problem_info if self.running else dict(self.session.problem_info)
-        params = dict(config=json_safe(cfg.to_dict()), problem=info)
+        params = dict(config=None if cfg is None else json_safe(cfg.to_dict()), problem=info)
         params.update(extra or {})
         src = [s for s in (info.get("sm_path"), info.get("meas_path")) if s]
         return image_layer_kwargs(LIVE_NAME, "reconstruction", grid, source=src or None,
@@ -388,8 +558,12 @@ class TrainWidget(Container):
         if st is None:
             return None
         fld = st.field
-        name = self.session.add_field(
-            f"NIR w{self.cfg.width}d{self.cfg.depth} best@{st.best_iteration}", fld)
+        misfit = st.best_val_loss
+        # short enough for the Sample step's list: the held-out misfit tells two runs apart
+        label = f"NIR w{self.cfg.width}d{self.cfg.depth} @{st.best_iteration}"
+        if misfit is not None:
+            label += f" · misfit {misfit:.2g}"
+        name = self.session.add_field(label, fld, misfit=misfit)
         self._ensure_live_layer(self.session.problem.grid)  # a run may end before its layer turn
         if LIVE_NAME in self.viewer.layers:
             layer = self.viewer.layers[LIVE_NAME]
@@ -412,7 +586,13 @@ class TrainWidget(Container):
                                                        "iterations_run": int(st.iteration)})["metadata"]
         return name
 
+    def _release_gc(self):
+        if getattr(self, "_gc_held", False):
+            self._gc_held = False
+            _gc_freeze_during_run(False)
+
     def _finished(self):
+        self._release_gc()
         self._close_progress()
         if self.state is not None:
             reason = self.state.stop_reason or "stopped by user"
@@ -422,15 +602,23 @@ class TrainWidget(Container):
             el = time.perf_counter() - self._t0
             # the stopping rule's own explanation ("max iterations [rule …]") goes to the tooltip
             short = reason.split(" [", 1)[0]
-            self.info.value = f"{short} at iteration {self.state.iteration} ({el:.1f} s); " \
-                              f"kept '{name}' (best @ {self.state.best_iteration})"
+            self.progress.value = min(int(self.state.iteration), self.progress.max)
+            self.eta.value = f"{short} at iteration {self.state.iteration} ({format_duration(el)})"
+            better = self.session.better_field(name)
+            if better is None:
+                self.info.value = f"kept '{name}': the Sample step's field"
+            else:
+                self.info.value = (f"kept '{name}', but its held-out misfit is higher than "
+                                   f"'{better}': Sample keeps '{better}' (both are listed there)")
             self.info.tooltip = reason
+            self._scroll_to_curve()  # the status grew: keep the final curve in view
         self._update_enabled()
 
     def _aborted(self):
         pass  # `finished` follows and keeps the best field
 
     def _failed(self, exc):
+        self._release_gc()
         self._close_progress()
         fld = getattr(exc, "field", None)
         if fld is not None:
