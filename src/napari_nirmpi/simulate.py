@@ -25,12 +25,19 @@ Model (equilibrium, field-free point, Lissajous drive):
 
 Frequency-domain arrays are `numpy.fft.rfft(time, axis=-1) / V` (docs/architecture.md).
 
-Speed: the noiseless system matrix and phantom measurements are cached in-process
+Speed: point responses come from a numba kernel (parallel over voxels, no (points, time, axis)
+temporaries); the noiseless system matrix and phantom measurements are cached in-process
 (functools.lru_cache keyed on particles, scanner, grid and phantom spec), so building many cases
 (phantoms x noise levels x seeds) costs about 0.2-0.4 s each after the first; a fresh 29² 2D case
 takes about 2.5 s of one core (points are processed in chunks of 256 to stay in cache).
 
-3D: dividers (143, 132, 156) at 2.5 MHz (about 17.5, 18.9, 16.0 kHz; 12 x 13 x 11 cycles in
+Scanner preset "openmpi" (`Scanner.openmpi()`, `simulate_case(scanner="openmpi")`): OpenMPIData's
+Bruker scanner, 37³ over (z, y, x) = (18.5, 37, 37) mm, 12 mT at 2.5 MHz / (102, 96, 136),
+(-1, -1, 2) T/m, 3 receive channels, V = 1632, K = 817 (docs/3d.md: the published z divider is 99;
+why 136 here). A 37³ case takes about 3 minutes of 2 cores and peaks at about 5.6 GB (the
+calibration is held in complex64; the moment kernel is compiled with numba).
+
+Default 3D: dividers (143, 132, 156) at 2.5 MHz (about 17.5, 18.9, 16.0 kHz; 12 x 13 x 11 cycles in
 V = 1716 samples = 0.686 ms) instead of the scanner's (102, 96, 99), whose period of 53856
 samples would make a 13³ simulation take minutes; gradient diag(-1, -1, 2) T/m, 12 mT drive
 on every axis, 3 receive channels; default grid 13³ over (z, y, x) = (13, 26, 26) mm.

@@ -69,7 +69,7 @@ class FastConfig:
     snr_weight: float | None = 30.0  # as TrainConfig: row weight snr/sqrt(snr² + snr_weight²)
     val_fraction: float = 0.1
     val_every: int = 25
-    val_scale: int = 2               # held-out misfit on the s-fold grid (deterministic)
+    val_scale: int = 1               # held-out misfit at voxel centres (1) or on the s-fold grid
     patience: int = 300              # steps without a new held-out minimum: the run ends
     min_iterations: int = 100
     normalize: bool = True
