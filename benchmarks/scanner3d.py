@@ -173,8 +173,8 @@ def main(argv=None):
         f"{t_default * default.iterations / 60:.0f} min projected ({t_default:.2f} s/step) | not run | not run |")
     siren_j = FastConfig(network="siren", lr=3e-4, log_every=1, val_every=10 ** 6)
     t_sj = step_time(problem, lambda cb: fit_fast(problem, siren_j, callback=cb), steps)
-    say(f"| NIR SIREN 3x128, 1 jittered point per voxel (fit_fast) | {t_sj * 1500 / 60:.0f} min projected for "
-        f"1500 steps ({t_sj:.2f} s/step) | not run | not run |")
+    say(f"| NIR SIREN 3x128, 1 jittered point per voxel (fit_fast) | {t_sj * FastConfig().iterations / 60:.0f} min projected for "
+        f"{FastConfig().iterations} steps ({t_sj:.2f} s/step) | not run | not run |")
     grid_rb = FastConfig(row_batch=0.25, log_every=1, val_every=10 ** 6)
     t_rb = step_time(problem, lambda cb: fit_fast(problem, grid_rb, callback=cb), steps)
     grid_c = FastConfig(log_every=1, val_every=10 ** 6)
@@ -183,7 +183,7 @@ def main(argv=None):
         f"= {t_gc / t_rb:.2f}x | | |")
 
     # the winner, run to its early stop
-    cfg = FastConfig(iterations=300 if a.quick else 1500)
+    cfg = FastConfig(iterations=300) if a.quick else FastConfig()
     t = time.perf_counter()
     field, state = fit_fast(problem, cfg)
     t_fit = time.perf_counter() - t

@@ -145,9 +145,9 @@ def test_feature_grid_samples_any_grid_and_is_continuous():
 def test_fit_fast_reduces_misfit_and_samples_finer(case7):
     p = case7.problem()
     losses = []
-    cfg = FastConfig(iterations=120, val_every=10, patience=1000, log_every=10, seed=0)
+    cfg = FastConfig(iterations=120, val_every=10, patience=1000, log_every=1, seed=0)
     field, state = fit_fast(p, cfg, callback=lambda s: losses.append(s.loss))
-    assert losses[-1] < 0.5 * losses[0]
+    assert np.mean(losses[-10:]) < 0.5 * losses[0]      # the first step's misfit is that of the flat start
     assert state.stop_reason == "max iterations"
     img, g = sample(field, (14, 14, 14))
     assert img.shape == (14, 14, 14) and g.fov == pytest.approx(p.grid.fov)
