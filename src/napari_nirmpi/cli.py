@@ -77,10 +77,29 @@ def cmd_validate(a):
     return 1
 
 
+def _sim_grid(text):
+    """--grid of simulate: N (N x N, or N³ with a 3D scanner), AxB or AxBxC (image order)."""
+    if text is None:
+        return None
+    parts = str(text).lower().split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise NirmpiError(f"--grid {text!r}: expected N, AxB or AxBxC (positive integers)") from None
+    if len(shape) not in (1, 2, 3) or any(n < 2 for n in shape):
+        raise NirmpiError(f"--grid {text!r}: expected N, AxB or AxBxC with sizes >= 2")
+    return shape[0] if len(shape) == 1 else shape
+
+
 def cmd_simulate(a):
     from .simulate import simulate
 
-    kw = dict(phantom=a.phantom, grid=a.grid, seed=a.seed, force=a.force)
+    grid = _sim_grid(a.grid)
+    kw = dict(phantom=a.phantom, grid=grid, seed=a.seed, force=a.force, scanner=a.scanner)
+    if grid is None and a.scanner == "default":
+        kw["grid"] = 29
+    elif isinstance(grid, int) and a.scanner == "openmpi":
+        kw["grid"] = (grid,) * 3
     if a.noise is not None:
         kw["noise"] = a.noise
     if a.frames is not None:
@@ -331,8 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="simulate a system matrix and a phantom measurement (MDF v2)")
     s.add_argument("outdir")
-    s.add_argument("--phantom", default="spiral", help="spiral, resolution, point, ellipses, bolus")
-    s.add_argument("--grid", type=int, default=29, help="native grid size (N -> NxN)")
+    s.add_argument("--phantom", default="spiral",
+                   help="spiral, resolution, point, ellipses, bolus; 3D: cone, cubes, tubes")
+    s.add_argument("--grid", default=None,
+                   help="native grid: N (NxN; N³ with --scanner openmpi), AxB or AxBxC in (z, y, x) order "
+                        "(default 29, or the scanner preset's 37x37x37)")
+    s.add_argument("--scanner", default="default", choices=("default", "openmpi"),
+                   help="scanner preset: default (2D 29 mm / 3D 13x26x26 mm) or openmpi (OpenMPIData's "
+                        "Bruker scanner, 3D, 37x37x18.5 mm FOV, 3 channels, 817 frequencies)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--noise", default=None, help="low, medium (default), high, or a number")
     s.add_argument("--frames", type=int, default=None, help="foreground frames (dynamic phantoms)")

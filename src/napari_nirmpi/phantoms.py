@@ -9,6 +9,8 @@ native one (no inverse crime).
 
 3D grids: the 2D shape is extruded along z over a slab of `thickness` metres centred at z = 0
 (the slab's voxel fraction is exact, so a 3D render is slab_fraction(z) * render_2d(y, x)).
+The volume phantoms "cone", "cubes" and "tubes" (after OpenMPIData's shape, concentration and
+resolution phantoms) are true 3D shapes; on a 2D grid they render their z = 0 section.
 
 Dynamic phantoms (`dynamic = True`, e.g. "bolus") take a normalised time t in [0, 1] (the
 progress through the frame series; frame i of F is at t = i / (F - 1)).
@@ -33,6 +35,7 @@ from .grid import Grid
 
 __all__ = [
     "Phantom", "Spiral", "Resolution", "Point", "Ellipses", "Bolus", "Composite",
+    "VolumePhantom", "Cone", "Cubes", "Tubes",
     "PHANTOMS", "make_phantom", "phantom_from_dict",
 ]
 
@@ -345,6 +348,176 @@ class Composite(Phantom):
         return cls(thickness=thickness, parts=tuple(p.to_json() for p in phantoms))
 
 
+# ---------------------------------------------------------------------------------------------
+# Volume phantoms after OpenMPIData's three printed phantoms (docs/3d.md cites the figures).
+# Coordinates are metres in image order (z, y, x) about the FOV centre; OpenMPIData's x is our x.
+class VolumePhantom(Phantom):
+    """Base class of true 3D shapes: subclasses implement `_value3(z, y, x)`. On a 2D grid the
+    phantom renders its z = 0 section; on a 3D grid voxel fractions come from `supersample`^3
+    sub-samples per voxel (default 4), evaluated slab by slab to bound memory."""
+
+    def _value3(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def _value(self, y, x, t):
+        return self._value3(np.zeros_like(y), y, x)
+
+    def volume(self, t: float | None = None) -> float:  # pragma: no cover - subclasses are analytic
+        raise NotImplementedError
+
+    def area(self, t=None) -> float:
+        """Area of the z = 0 section (m²), numerically on a 0.05 mm lattice of the bounding box."""
+        h = 0.05 * _MM
+        lo, hi = self._bounds()
+        ys = np.arange(lo[1], hi[1], h) + h / 2
+        xs = np.arange(lo[2], hi[2], h) + h / 2
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        return float(self._value(yy, xx, 0.0).sum() * h * h)
+
+    def _bounds(self):  # pragma: no cover
+        raise NotImplementedError
+
+    def render(self, grid: Grid, t: float | None = None, supersample: int | None = None) -> np.ndarray:
+        if not isinstance(grid, Grid):
+            raise NirmpiError(f"phantom {self.name}: render needs a Grid, got {type(grid).__name__}")
+        self._check_t(t)
+        if grid.ndim == 2:
+            return super().render(grid, t, supersample)
+        s = int(supersample or 4)
+        if s < 1:
+            raise NirmpiError(f"phantom {self.name}: supersample must be >= 1, got {supersample}")
+        u = (np.arange(s) + 0.5) / s - 0.5
+        zc, yc, xc = grid.axis_centers()
+        vz, vy, vx = grid.voxel_size
+        cz, cy, cx = grid.center
+        ys = (yc[:, None] + u * vy).ravel() - cy
+        xs = (xc[:, None] + u * vx).ravel() - cx
+        nz, ny, nx = grid.shape
+        out = np.zeros(grid.shape, np.float32)
+        # skip slabs outside the shape's z extent: most of a 148³ measurement grid is empty
+        lo, hi = self._bounds()
+        for iz in range(nz):
+            zs = zc[iz] + u * vz - cz
+            if zs.max() < lo[0] or zs.min() > hi[0]:
+                continue
+            zz, yy, xx = np.meshgrid(zs, ys, xs, indexing="ij", sparse=True)
+            vals = np.asarray(self._value3(zz, yy, xx), np.float32)
+            vals = np.broadcast_to(vals, (s, ny * s, nx * s))
+            out[iz] = vals.reshape(s, ny, s, nx, s).mean(axis=(0, 2, 4))
+        return out
+
+
+@dataclass(frozen=True)
+class Cone(VolumePhantom):
+    """OpenMPIData's shape phantom: a cone along x with a 1 mm tip radius, 10° half-angle
+    (apex angle as published) and 22 mm height: volume 683.9 µL as published. Tip at
+    x = center_x - height/2."""
+
+    name: ClassVar[str] = "cone"
+    tip_radius: float = 1.0 * _MM
+    half_angle_deg: float = 10.0
+    height: float = 22.0 * _MM
+    value: float = 1.0
+    center: tuple = (0.0, 0.0, 0.0)          # (z, y, x) of the axis midpoint
+
+    def _radius(self, x):
+        return self.tip_radius + (x + self.height / 2) * math.tan(math.radians(self.half_angle_deg))
+
+    def _value3(self, z, y, x):
+        z, y, x = z - self.center[0], y - self.center[1], x - self.center[2]
+        r2 = z * z + y * y
+        inside = (np.abs(x) <= self.height / 2) & (r2 <= self._radius(x) ** 2)
+        return inside.astype(np.float32) * self.value
+
+    def _bounds(self):
+        r = self._radius(self.height / 2)
+        c = np.asarray(self.center)
+        return c - (r, r, self.height / 2), c + (r, r, self.height / 2)
+
+    def volume(self, t=None) -> float:
+        r1, r2 = self.tip_radius, self._radius(self.height / 2)
+        return math.pi * self.height / 3 * (r1 * r1 + r1 * r2 + r2 * r2) * self.value
+
+
+# published concentrations (mmol/l) of chambers 1..8, relative to the highest
+_OPENMPI_CONC = (100.0, 66.6, 44.4, 29.6, 19.7, 13.1, 8.77, 5.85)
+
+
+@dataclass(frozen=True)
+class Cubes(VolumePhantom):
+    """OpenMPIData's concentration phantom: eight 2 mm cubes, centres 12 mm apart in x and y
+    and 6 mm apart in z, concentrations 100 ... 5.85 mmol/l (relative: 1 ... 0.0585). Chamber 1
+    is the upper layer (+z) at +x, +y; numbering runs clockwise seen from +z; 5 is the lower
+    layer's +x, +y chamber."""
+
+    name: ClassVar[str] = "cubes"
+    edge: float = 2.0 * _MM
+    spacing_xy: float = 12.0 * _MM
+    spacing_z: float = 6.0 * _MM
+    values: tuple = tuple(c / 100.0 for c in _OPENMPI_CONC)
+
+    def centers(self):
+        """(8, 3) chamber centres (z, y, x) in chamber order."""
+        a, h = self.spacing_xy / 2, self.spacing_z / 2
+        ring = ((a, a), (-a, a), (-a, -a), (a, -a))   # (y, x): +x+y, then clockwise seen from +z
+        return np.array([(zz, y, x) for zz in (h, -h) for (y, x) in ring])
+
+    def _value3(self, z, y, x):
+        out = 0.0
+        for (cz, cy, cx), v in zip(self.centers(), self.values):
+            d = self.edge / 2
+            inside = (np.abs(z - cz) <= d) & (np.abs(y - cy) <= d) & (np.abs(x - cx) <= d)
+            out = out + inside.astype(np.float32) * np.float32(v)
+        return out
+
+    def _bounds(self):
+        r = np.array([self.spacing_z, self.spacing_xy, self.spacing_xy]) / 2 + self.edge / 2
+        return -r, r
+
+    def volume(self, t=None) -> float:
+        return float(sum(self.values)) * self.edge ** 3
+
+
+@dataclass(frozen=True)
+class Tubes(VolumePhantom):
+    """OpenMPIData's resolution phantom: five tubes from one origin: one along +y, two in the
+    xy plane at 20° and 30° from it (towards +x and -x) and two in the yz plane at 10° and 15°
+    (towards +z and -z): z, the strong-gradient axis, gets the smaller angles, as published.
+    Tube radius and length are not published: 0.5 mm and 20 mm here."""
+
+    name: ClassVar[str] = "tubes"
+    radius: float = 0.5 * _MM
+    length: float = 20.0 * _MM
+    origin: tuple = (0.0, -10.0 * _MM, 0.0)     # (z, y, x)
+    xy_angles: tuple = (20.0, -30.0)             # degrees from +y towards +x
+    yz_angles: tuple = (10.0, -15.0)             # degrees from +y towards +z
+
+    def directions(self):
+        """(5, 3) unit vectors (z, y, x)."""
+        d = [(0.0, 1.0, 0.0)]
+        d += [(0.0, math.cos(math.radians(a)), math.sin(math.radians(a))) for a in self.xy_angles]
+        d += [(math.sin(math.radians(a)), math.cos(math.radians(a)), 0.0) for a in self.yz_angles]
+        return np.array(d)
+
+    def _value3(self, z, y, x):
+        pz, py, px = z - self.origin[0], y - self.origin[1], x - self.origin[2]
+        out = np.zeros(np.broadcast_shapes(np.shape(z), np.shape(y), np.shape(x)), bool)
+        for dz, dy, dx in self.directions():
+            t = pz * dz + py * dy + px * dx
+            d2 = (pz - t * dz) ** 2 + (py - t * dy) ** 2 + (px - t * dx) ** 2
+            out |= (t >= 0) & (t <= self.length) & (d2 <= self.radius ** 2)
+        return out.astype(np.float32)
+
+    def _bounds(self):
+        o = np.asarray(self.origin)
+        ends = o + self.length * self.directions()
+        return np.minimum(ends.min(0), o) - self.radius, np.maximum(ends.max(0), o) + self.radius
+
+    def volume(self, t=None) -> float:
+        """Sum of the tube volumes (the overlap near the common origin counted once per tube)."""
+        return 5 * math.pi * self.radius ** 2 * self.length
+
+
 PHANTOMS: dict[str, type[Phantom]] = {
     "spiral": Spiral,
     "resolution": Resolution,
@@ -352,6 +525,9 @@ PHANTOMS: dict[str, type[Phantom]] = {
     "ellipses": Ellipses,
     "bolus": Bolus,
     "sum": Composite,
+    "cone": Cone,
+    "cubes": Cubes,
+    "tubes": Tubes,
 }
 
 

@@ -25,12 +25,19 @@ Model (equilibrium, field-free point, Lissajous drive):
 
 Frequency-domain arrays are `numpy.fft.rfft(time, axis=-1) / V` (docs/architecture.md).
 
-Speed: the noiseless system matrix and phantom measurements are cached in-process
+Speed: point responses come from a numba kernel (parallel over voxels, no (points, time, axis)
+temporaries); the noiseless system matrix and phantom measurements are cached in-process
 (functools.lru_cache keyed on particles, scanner, grid and phantom spec), so building many cases
 (phantoms x noise levels x seeds) costs about 0.2-0.4 s each after the first; a fresh 29² 2D case
 takes about 2.5 s of one core (points are processed in chunks of 256 to stay in cache).
 
-3D: dividers (143, 132, 156) at 2.5 MHz (about 17.5, 18.9, 16.0 kHz; 12 x 13 x 11 cycles in
+Scanner preset "openmpi" (`Scanner.openmpi()`, `simulate_case(scanner="openmpi")`): OpenMPIData's
+Bruker scanner, 37³ over (z, y, x) = (18.5, 37, 37) mm, 12 mT at 2.5 MHz / (102, 96, 136),
+(-1, -1, 2) T/m, 3 receive channels, V = 1632, K = 817 (docs/3d.md: the published z divider is 99;
+why 136 here). A 37³ case takes about 3 minutes of 2 cores and peaks at about 5.6 GB (the
+calibration is held in complex64; the moment kernel is compiled with numba).
+
+Default 3D: dividers (143, 132, 156) at 2.5 MHz (about 17.5, 18.9, 16.0 kHz; 12 x 13 x 11 cycles in
 V = 1716 samples = 0.686 ms) instead of the scanner's (102, 96, 99), whose period of 53856
 samples would make a 13³ simulation take minutes; gradient diag(-1, -1, 2) T/m, 12 mT drive
 on every axis, 3 receive channels; default grid 13³ over (z, y, x) = (13, 26, 26) mm.
@@ -53,7 +60,7 @@ from .phantoms import PHANTOMS, Phantom, make_phantom
 
 __all__ = [
     "Particles", "Scanner", "SimulatedCase", "simulate_case", "simulate", "NOISE_PRESETS",
-    "langevin", "system_matrix", "measure_phantom", "PHANTOMS",
+    "langevin", "system_matrix", "measure_phantom", "PHANTOMS", "SCANNERS", "scanner_preset",
 ]
 
 MU0 = 4e-7 * math.pi
@@ -213,6 +220,40 @@ class Scanner:
         """2A/|G| per axis (x, y[, z]), metres."""
         return tuple(2 * a / abs(g) for a, g in zip(self.drive_amplitude, self.gradient))
 
+    @classmethod
+    def openmpi(cls, **overrides) -> "Scanner":
+        """OpenMPIData's Bruker preclinical scanner, 3D Lissajous sequence (docs/3d.md cites each
+        figure): 12 mT drive on x, y, z at 2.5 MHz / (102, 96, 99), gradient (-1, -1, 2) T/m,
+        three receive channels, 817 frequencies per channel (V = 1632 at 2.5 MHz).
+
+        One substitution: the z divider is 136 instead of 99. With 99 the trajectory repeats only
+        after lcm(102, 96, 99) = 53856 samples (21.54 ms, as published), 33x the cost of a
+        1632-sample period, and the published 817-bin spectra keep just the 1632-sample lattice.
+        136 divides 1632, so every harmonic lies on that lattice and K = 817 exactly; z is
+        driven at 18.4 kHz instead of 25.3 kHz. Pass dividers=(102, 96, 99) for the published
+        sequence (33x slower: small grids only)."""
+        kw = dict(ndim=3, gradient=(-1.0, -1.0, 2.0), drive_amplitude=(12e-3, 12e-3, 12e-3),
+                  dividers=(102, 96, 136), base_frequency=2.5e6)
+        kw.update(overrides)
+        return cls(**kw)
+
+
+# Scanner presets by name: (scanner factory, default grid shape, default FOV (z, y, x) metres)
+# OpenMPIData calibration 6 (3D Lissajous): 37 x 37 x 37 positions over 37 x 37 x 18.5 mm (x, y, z).
+SCANNERS = {
+    "default": (lambda ndim=2: Scanner(ndim=ndim), None, None),
+    "openmpi": (lambda ndim=3: Scanner.openmpi(), (37, 37, 37), (18.5e-3, 37e-3, 37e-3)),
+}
+
+
+def scanner_preset(name: str):
+    """(Scanner, default grid shape | None, default FOV | None) of a preset name (SCANNERS)."""
+    key = str(name).lower()
+    if key not in SCANNERS:
+        raise NirmpiError(f"unknown scanner {name!r}: expected one of {', '.join(SCANNERS)}")
+    make, shape, fov = SCANNERS[key]
+    return make(), shape, fov
+
 
 # --------------------------------------------------------------------------------------------
 # Point responses (the expensive part): mean moment per particle on the time grid
@@ -223,6 +264,55 @@ def _moment_time(points_xyz: np.ndarray, particles: Particles, scanner: Scanner)
     B = points_xyz[:, None, :] * G + BD[None]                # (P, V, D)
     m = particles.mean_moment(B)
     return np.ascontiguousarray(m.transpose(0, 2, 1))
+
+
+_KERNEL = None
+
+
+def _moment_kernel():
+    """Numba kernel: weighted sums of mean moments, no (P, V, D) temporaries (a 37³ system
+    matrix is 405 k points x 1632 samples x 3 axes). Compiled on first use."""
+    global _KERNEL
+    if _KERNEL is None:
+        import numba
+
+        @numba.njit(parallel=True, fastmath=False, cache=False)
+        def kernel(pts, w, G, BD, amp):
+            # pts (O, S, D) metres x-first, w (O, S) weights, G (D,), BD (V, D) -> out (O, D, V)
+            O, S, D = pts.shape
+            V = BD.shape[0]
+            out = np.zeros((O, D, V))
+            for o in numba.prange(O):
+                b = np.empty(D)
+                for s_ in range(S):
+                    ws = w[o, s_]
+                    if ws == 0.0:
+                        continue
+                    for t in range(V):
+                        a2 = 0.0
+                        for d in range(D):
+                            b[d] = pts[o, s_, d] * G[d] + BD[t, d]
+                            a2 += b[d] * b[d]
+                        a = amp[1] * math.sqrt(a2)        # xi |B|
+                        if a < 1e-2:                       # L(a)/a by its series (no 0/0)
+                            a2x = a * a
+                            lx = 1.0 / 3.0 - a2x / 45.0 + 2.0 * a2x * a2x / 945.0
+                        else:
+                            lx = (1.0 / math.tanh(a) - 1.0 / a) / a
+                        f = ws * amp[0] * lx
+                        for d in range(D):
+                            out[o, d, t] += f * b[d]
+            return out
+
+        _KERNEL = kernel
+    return _KERNEL
+
+
+def _weighted_moments(pts_xyz: np.ndarray, w: np.ndarray, particles: Particles, scanner: Scanner) -> np.ndarray:
+    """(O, S, D) points (m, x-first) and (O, S) weights -> sum_s w·m̄ (O, D, V) float64."""
+    amp = np.array([particles.moment * particles.xi, particles.xi])
+    return _moment_kernel()(np.ascontiguousarray(pts_xyz, np.float64), np.ascontiguousarray(w, np.float64),
+                            np.asarray(scanner.gradient, np.float64), scanner.drive_field(), amp)
 
 
 def _chain(particles: Particles, scanner: Scanner) -> np.ndarray:
@@ -254,11 +344,13 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def system_matrix(particles: Particles, scanner: Scanner, grid: Grid, sub_voxel: int = 4,
-                  chunk_points: int = 256) -> np.ndarray:
+                  chunk_points: int = 8192) -> np.ndarray:
     """Noiseless, background-free system matrix (C, K, O) complex64, O in grid C order.
 
     Each column is the mean response of `sub_voxel`^ndim points spread over the voxel (a delta
-    sample filling it) at unit concentration. Cached (read-only result).
+    sample filling it) at unit concentration. Cached (read-only result). Voxels are processed in
+    chunks of about `chunk_points` points whose spectra go straight to complex64, so the peak
+    is the result plus one chunk (a 37³ matrix with 817 frequencies: 0.5 GB).
     """
     _check_grid_scanner(grid, scanner)
     s = int(sub_voxel)
@@ -267,17 +359,19 @@ def system_matrix(particles: Particles, scanner: Scanner, grid: Grid, sub_voxel:
     offs = offs * np.asarray(grid.voxel_size)                  # image order
     centres = grid.points().reshape(-1, grid.ndim)             # (O, ndim)
     O, S = centres.shape[0], offs.shape[0]
-    V, D = scanner.num_sampling_points, scanner.ndim
-    mt = np.empty((O, D, V), np.float64)
+    V, D, K = scanner.num_sampling_points, scanner.ndim, scanner.num_frequencies
+    n_vox = particles.number_density * _voxel_volume(grid, scanner)
+    chain = (_chain(particles, scanner) * n_vox).astype(np.complex64)    # (C, K)
+    sm = np.empty((D, K, O), np.complex64)
     vox = max(1, chunk_points // S)
+    w = np.full((vox, S), 1.0 / S)
     for o0 in range(0, O, vox):
         o1 = min(O, o0 + vox)
-        pts = centres[o0:o1, None, :] + offs[None]             # (n, S, ndim)
-        mt[o0:o1] = _moment_time(_xyz(pts), particles, scanner).reshape(o1 - o0, S, D, V).mean(axis=1)
-    spec = np.fft.rfft(mt, axis=-1) / V                        # (O, D, K)
-    n_vox = particles.number_density * _voxel_volume(grid, scanner)
-    sm = spec.transpose(1, 2, 0) * (_chain(particles, scanner) * n_vox)[..., None]
-    return _readonly(sm.astype(np.complex64))
+        pts = (centres[o0:o1, None, :] + offs[None])[..., ::-1]  # (n, S, ndim) x-first
+        mt = _weighted_moments(pts, w[:o1 - o0], particles, scanner)       # (n, D, V)
+        spec = (np.fft.rfft(mt, axis=-1) / V).astype(np.complex64)       # (n, D, K)
+        sm[:, :, o0:o1] = spec.transpose(1, 2, 0) * chain[..., None]
+    return _readonly(sm)
 
 
 def measure_phantom(phantom: Phantom, particles: Particles, scanner: Scanner, grid: Grid,
@@ -312,10 +406,18 @@ def _measure_cached(spec: str, particles, scanner, grid, times, fine, supersampl
     W = np.ascontiguousarray(W[:, support], dtype=np.float64)
     V, D = scanner.num_sampling_points, scanner.ndim
     acc = np.zeros((len(times), D * V), np.float64)
-    for p0 in range(0, pts.shape[0], chunk_points):
-        p1 = min(pts.shape[0], p0 + chunk_points)
-        mt = _moment_time(_xyz(pts[p0:p1]), particles, scanner).reshape(p1 - p0, D * V)
-        acc += W[:, p0:p1] @ mt
+    if len(times) == 1:   # static: one weighted sum, chunks of points are the kernel's parallel axis
+        n = pts.shape[0]
+        per = max(1, -(-n // 64))
+        pad = per * 64 - n
+        P = np.concatenate([_xyz(pts), np.zeros((pad, D))]).reshape(64, per, D)
+        Wp = np.concatenate([W[0], np.zeros(pad)]).reshape(64, per)
+        acc[0] = _weighted_moments(P, Wp, particles, scanner).sum(axis=0).reshape(D * V)
+    else:
+        for p0 in range(0, pts.shape[0], chunk_points):
+            p1 = min(pts.shape[0], p0 + chunk_points)
+            mt = _moment_time(_xyz(pts[p0:p1]), particles, scanner).reshape(p1 - p0, D * V)
+            acc += W[:, p0:p1] @ mt
     spec = np.fft.rfft(acc.reshape(len(times), D, V), axis=-1) / V
     n_cell = particles.number_density * _voxel_volume(fg, scanner)
     out = spec * (_chain(particles, scanner) * n_cell)[None]
@@ -362,15 +464,23 @@ def _feedthrough_mask(scanner: Scanner) -> np.ndarray:
     return m
 
 
-def _unit_noise(rng, shape, V) -> np.ndarray:
-    """Complex noise with E|z|² = 1 per bin from white time-domain noise (real-signal statistics)."""
-    return (np.fft.rfft(rng.standard_normal(shape + (V,)), axis=-1) / np.sqrt(V)).astype(np.complex128)
+def _unit_noise(rng, shape, V, dtype=np.complex128) -> np.ndarray:
+    """Complex noise with E|z|² = 1 per bin from white time-domain noise (real-signal statistics).
+    Drawn in blocks along the first axis (the same stream as one draw: a Generator fills C order),
+    so a 37³ calibration needs no 2 GB time-domain block."""
+    shape = tuple(shape)
+    out = np.empty(shape + (V // 2 + 1,), dtype)
+    per = max(1, (1 << 22) // max(1, int(np.prod(shape[1:], dtype=np.int64)) * V))
+    for i in range(0, shape[0], per):
+        n = min(per, shape[0] - i)
+        out[i:i + n] = np.fft.rfft(rng.standard_normal((n,) + shape[1:] + (V,)), axis=-1) / np.sqrt(V)
+    return out
 
 
 def _snr(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
     """(C, K) SNR: mean_o |fg - mean bg| / std(bg, ddof=1); fg (C, K, O), bg (C, K, B).
     A bin without noise carries no signal either (DC behind the high-pass): SNR 0 there."""
-    signal = np.abs(fg - bg.mean(axis=-1, keepdims=True)).mean(axis=-1)
+    signal = np.abs(fg - bg.mean(axis=-1, keepdims=True).astype(fg.dtype)).mean(axis=-1)
     noise = bg.std(axis=-1, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(noise > 0, signal / noise, 0.0)
@@ -508,20 +618,33 @@ def _acquisition(scanner: Scanner):
 
 
 def simulate_case(phantom="spiral", grid=29, fov=None, noise="medium", seed: int = 0,
-                  particles: Particles | None = None, scanner: Scanner | None = None,
+                  particles: Particles | None = None, scanner: "Scanner | str | None" = None,
                   frames: int | None = None, background_frames: int = 10, sm_background_frames: int = 20,
                   ndim: int | None = None, sub_voxel: int | None = None, meas_fine: int | None = None,
                   background: bool = True) -> SimulatedCase:
     """Simulate a calibration (system matrix) and a measurement of `phantom`.
 
     phantom: a name of PHANTOMS, a spec dict or a Phantom. grid: int or shape (image order) or
-    Grid; fov: metres, scalar or per axis (default 29 mm in 2D, (13, 26, 26) mm in 3D).
+    Grid (None: the scanner preset's grid, else 29); fov: metres, scalar or per axis (default
+    29 mm in 2D, (13, 26, 26) mm in 3D, the preset's for a named scanner). scanner: a Scanner
+    or a preset name of SCANNERS ("openmpi": 37³ over (18.5, 37, 37) mm, 3 channels, K = 817).
     noise: "low" | "medium" | "high" | target median in-band SNR (float). frames: measurement
     foreground frames (10 static, 16 dynamic); background_frames: measurement background frames;
     sm_background_frames: calibration background frames B (after the O position frames).
     sub_voxel: SM points per voxel axis (4 in 2D, 2 in 3D); meas_fine: measurement grid
     refinement (6 in 2D, 4 in 3D). background=False omits the scanner background (tests).
     """
+    if isinstance(scanner, str):
+        name = scanner
+        scanner, preset_shape, preset_fov = scanner_preset(name)
+        if name.lower() == "default":
+            scanner = None       # the default scanner takes the grid's dimension below
+        if grid is None and preset_shape is not None:
+            grid = preset_shape
+        if fov is None and not isinstance(grid, Grid):
+            fov = preset_fov
+    if grid is None:
+        grid = 29
     if ndim is None:
         ndim = grid.ndim if isinstance(grid, Grid) else (scanner.ndim if scanner is not None else
                                                            (2 if np.isscalar(grid) else len(tuple(grid))))
@@ -555,29 +678,36 @@ def simulate_case(phantom="spiral", grid=29, fov=None, noise="medium", seed: int
     rng = np.random.default_rng(seed)
     jitter_sd = 5e-2 if background else 0.0   # feed-through instability: drive bins get SNR < 1.5
 
-    def frames_bg(n, base):  # background per frame: base * (1 + jitter on the feed-through part)
-        jit = jitter_sd * (rng.standard_normal((n, C, 1)) + 1j * rng.standard_normal((n, C, 1))) / np.sqrt(2)
-        return base[None] * (1.0 + jit * ft[None])
+    # a scanner-size calibration (37³ x 3 x 817) is held in complex64 throughout: 0.5 GB per copy
+    # instead of 1 GB; small cases keep complex128 (their numbers do not change)
+    ctype = np.complex64 if S.size > (1 << 24) else np.complex128
+    rtype = np.float32 if ctype == np.complex64 else np.float64
 
-    bg_sm_fg = frames_bg(O, bg0).transpose(1, 2, 0)                        # (C, K, O)
+    def frames_bg(n, base, dtype=np.complex128):  # base * (1 + jitter on the feed-through part)
+        jit = jitter_sd * (rng.standard_normal((n, C, 1)) + 1j * rng.standard_normal((n, C, 1))) / np.sqrt(2)
+        return (base[None] * (1.0 + jit * ft[None])).astype(dtype, copy=False)
+
+    bg_sm_fg = frames_bg(O, bg0, ctype).transpose(1, 2, 0)                 # (C, K, O)
     bg_sm_bg = frames_bg(B, bg0).transpose(1, 2, 0)                        # (C, K, B)
-    z_fg = _unit_noise(rng, (O, C), V).transpose(1, 2, 0)
+    z_fg = _unit_noise(rng, (O, C), V, ctype).transpose(1, 2, 0)
     z_bg = _unit_noise(rng, (B, C), V).transpose(1, 2, 0)
 
     # noise level: fixed-point iteration on the realised median in-band SNR of this calibration
     sigma0 = ref / target
-    fg_clean = S.astype(np.complex128) + bg_sm_fg
+    fg_clean = S.astype(ctype) + bg_sm_fg
+    del bg_sm_fg
     for _ in range(6):
-        sig = sigma0 * H[..., None]
+        sig = (sigma0 * H[..., None]).astype(rtype)
         snr = _snr(fg_clean + sig * z_fg, bg_sm_bg + sig * z_bg)
         med = float(np.median(snr[:, band]))
         if abs(med / target - 1) < 0.01:
             break
         sigma0 *= med / target
-    sig = sigma0 * H[..., None]
+    sig = (sigma0 * H[..., None]).astype(rtype)
     sm_fg = (fg_clean + sig * z_fg).astype(np.complex64)
+    del fg_clean, z_fg
     sm_bg = (bg_sm_bg + sig * z_bg).astype(np.complex64)
-    snr = _snr(sm_fg.astype(np.complex128), sm_bg.astype(np.complex128)).astype(np.float64)
+    snr = _snr(sm_fg.astype(ctype), sm_bg.astype(np.complex128)).astype(np.float64)
 
     # measurement: same scanner, background drifted a little since the calibration
     drift = 1.0 + 0.02 * (rng.standard_normal((C, K)) + 1j * rng.standard_normal((C, K))) / np.sqrt(2)
