@@ -1,8 +1,8 @@
 """Frame-series throughput: frames per second on 1 and 2 local Dask workers (Kaczmarz and NIR),
 NIR warm-start savings on the bolus phantom, per-frame time on a GPU when there is one.
 
-    python benchmarks/batch.py            # full (the lead runs this on a quiet machine)
-    python benchmarks/batch.py --quick    # small, to check it works
+    python -m benchmarks.batch            # full (run it on a quiet machine)
+    python -m benchmarks.batch --quick    # small, to check it works
 
 Prints the figures and writes benchmarks/results/batch.json.
 Throughput is steady state: each cluster first reconstructs a couple of frames into a scratch

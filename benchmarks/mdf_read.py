@@ -1,7 +1,7 @@
 """Lazy MDF reading: time and peak memory to read a frequency selection of a large system matrix.
 
-    python benchmarks/mdf_read.py            # 3 channels x 817 frequencies x 38^3 voxels: ~1.1 GB file
-    python benchmarks/mdf_read.py --quick    # 12^3 voxels (~35 MB), a smoke run
+    python -m benchmarks.mdf_read            # 3 channels x 817 frequencies x 38^3 voxels: ~1.1 GB file
+    python -m benchmarks.mdf_read --quick    # 12^3 voxels (~35 MB), a smoke run
 
 Writes a simulated-size 3D system matrix (random complex64 data: only I/O is measured) to a
 temporary directory, then, in a fresh Python process, opens it and reads `--fraction` of its

@@ -24,7 +24,7 @@ def _gen_cli_docs():
 
 def test_cli_reference_is_generated_from_help():
     fresh = _gen_cli_docs().render()
-    assert "## nirmpi reconstruct" in fresh and "--method {kaczmarz,nir}" in fresh
+    assert "## nirmpi reconstruct" in fresh and "--method" in fresh and "cgnr" in fresh
     assert (DOCS / "cli.md").read_text() == fresh, (
         "docs/cli.md is out of date with `nirmpi --help`: run `python scripts/gen_cli_docs.py`")
 
@@ -137,7 +137,7 @@ HISTORY_WORDS = re.compile(
 OLD_BENCHMARK_COMMAND = re.compile(r"python\S* benchmarks/(\w+)\.py")
 # docs/scaling.md belongs to the frame-series work, which replaces its history words and its
 # `python benchmarks/batch.py` command; strict, so the marker has to go once it is clean
-_PENDING = {"scaling.md": "history words and a `python benchmarks/batch.py` command (lines 135, 154, 162-167)"}
+_PENDING: dict = {}
 
 
 def _doc_pages():

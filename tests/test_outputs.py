@@ -139,8 +139,6 @@ def test_batch_refuses_a_foreign_output_before_computing(tmp_path, monkeypatch):
     assert sorted(os.listdir(foreign)) == ["data.txt"]   # zarr would have added its zarr.json
 
 
-@pytest.mark.xfail(strict=True, reason="cmd_reconstruct and cmd_sample call outputs.check_writable first once "
-                                       "the one-line change in each is applied (then remove this mark)")
 @pytest.mark.parametrize("cmd", ["reconstruct", "sample"])
 def test_existing_output_refused_before_computing(tmp_path, monkeypatch, capsys, cmd):
     from napari_nirmpi import preprocess, sample

@@ -7,7 +7,7 @@ import pytest
 
 from napari_nirmpi import Grid, Problem
 from napari_nirmpi.errors import NirmpiError, ProblemMismatch
-from napari_nirmpi.solvers import KaczmarzSystem, kaczmarz, reconstruct_kaczmarz, tune_kaczmarz
+from napari_nirmpi.solvers import KaczmarzSystem, kaczmarz, reconstruct_kaczmarz
 
 
 def reference_kaczmarz(S, u, iterations, lam, normalize_reg=True, enforce_real=True,
@@ -204,20 +204,3 @@ def test_faster_than_python_row_loop():
     kaczmarz(S, u, iterations=20)
     t_fast = (time.perf_counter() - t0) / 20
     assert t_ref / t_fast > 5
-
-
-def test_tune_kaczmarz_picks_the_best_table_entry():
-    grid = Grid((8, 8), (8e-3, 8e-3))
-    rng = np.random.default_rng(13)
-    S = (rng.standard_normal((120, 64)) + 1j * rng.standard_normal((120, 64))).astype(np.complex64)
-    truth = np.zeros((8, 8))
-    truth[2:6, 3:5] = 1.0
-    u = (S @ truth.ravel() + 2.0 * rng.standard_normal(120)).astype(np.complex64)
-    out = tune_kaczmarz(S, u, truth, grid, (8, 8), lambdas=[1e-4, 1e-1, 10.0], sweeps=(1, 5))
-    assert len(out["table"]) == 6
-    assert out["psnr"] == max(r["psnr"] for r in out["table"])
-    assert out["lam"] in (1e-4, 1e-1, 10.0) and out["sweeps"] in (1, 5)
-    assert out["image"].shape == (8, 8) and out["upsampled"].shape == (8, 8)
-    assert 0 < out["ssim"] <= 1
-    with pytest.raises(ProblemMismatch):
-        tune_kaczmarz(S, u, truth, grid, (16, 16))

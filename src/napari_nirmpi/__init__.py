@@ -6,7 +6,7 @@ The public Python API. Heavy modules (torch, dask) load on first use, so importi
 
 __version__ = "0.1.0"
 
-from .errors import CheckpointError, MDFError, NirmpiError, ProblemMismatch, TrainingError  # noqa: E402
+from .errors import CheckpointError, MDFError, MDFWarning, NirmpiError, ProblemMismatch, TrainingError  # noqa: E402
 from .grid import Grid  # noqa: E402
 from .problem import Problem  # noqa: E402
 
@@ -22,13 +22,20 @@ _LAZY = {
     "ssim": ("metrics", "ssim"),
     "line_profile": ("metrics", "line_profile"),
     "simulate_case": ("simulate", "simulate_case"),
-    "TrainConfig": ("nir.train", "TrainConfig"),
+    "TrainConfig": ("nir.config", "TrainConfig"),
+    "ExperimentalConfig": ("nir.config", "ExperimentalConfig"),
     "train": ("nir.train", "train"),
+    "fit": ("nir.train", "fit"),
+    "reconstruct": ("classic", "reconstruct"),
     "sample_field": ("sample", "sample"),
     "save_field": ("nir.checkpoint", "save"),
     "load_field": ("nir.checkpoint", "load"),
-    "reconstruct_series": ("batch", "reconstruct_series"),
-    "open_series": ("batch", "open_series"),
+    "reconstruct_series": ("series", "reconstruct_series"),
+    "open_series": ("series", "open_series"),
+    "verify_series": ("series", "verify_series"),
+    "parse_frames": ("frames", "parse_frames"),
+    "parse_channels": ("frames", "parse_channels"),
+    "write_image": ("outputs", "write_image"),
 }
 
 
@@ -48,4 +55,4 @@ def __dir__():
 
 
 __all__ = ["__version__", "Grid", "Problem", "NirmpiError", "MDFError", "ProblemMismatch",
-           "TrainingError", "CheckpointError", *_LAZY]
+           "TrainingError", "CheckpointError", "MDFWarning", *_LAZY]

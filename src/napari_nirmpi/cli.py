@@ -142,7 +142,10 @@ def _classic_options(a):
 
 def cmd_reconstruct(a):
     from .grid import parse_shape
+    from .outputs import check_writable
     from .preprocess import build_problem
+
+    check_writable(a.output, a.force)  # before any work: an existing output is refused at once
 
     nir_kw = _nir_options(a)  # refuse a classic run with NIR options before the slow part
     classic_opts = _classic_options(a)
@@ -205,7 +208,10 @@ def cmd_reconstruct(a):
 def cmd_sample(a):
     from .grid import parse_shape
     from .nir.checkpoint import load
+    from .outputs import check_writable
     from .sample import sample
+
+    check_writable(a.output, a.force)
 
     if not (a.max_memory > 0 and np.isfinite(a.max_memory)):
         raise NirmpiError(f"--max-memory {a.max_memory}: expected a positive number of GiB")
@@ -349,16 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("simulate", help="simulate a system matrix and a phantom measurement (MDF v2)")
-    s.add_argument("outdir")
+    s.add_argument("outdir", help="folder for sm.mdf, meas.mdf and phantom.npy")
     s.add_argument("--phantom", default="spiral",
-                   help="spiral, resolution, point, ellipses, bolus; 3D: cone, cubes, tubes")
+                   help="spiral, resolution, point, ellipses, bolus; 3D: cone, cubes, tubes (a sum of "
+                        "phantoms is built in Python: phantoms.Composite.of(...))")
     s.add_argument("--grid", default=None,
                    help="native grid: N (NxN; N³ with --scanner openmpi), AxB or AxBxC in (z, y, x) order "
                         "(default 29, or the scanner preset's 37x37x37)")
     s.add_argument("--scanner", default="default", choices=("default", "openmpi"),
                    help="scanner preset: default (2D 29 mm / 3D 13x26x26 mm) or openmpi (OpenMPIData's "
                         "Bruker scanner, 3D, 37x37x18.5 mm FOV, 3 channels, 817 frequencies)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed (noise, network initialisation)")
     s.add_argument("--noise", default=None, help="low, medium (default), high, or a number")
     s.add_argument("--frames", type=int, default=None, help="foreground frames (dynamic phantoms)")
     s.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -392,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="solve on the native grid and interpolate to --grid (kaczmarz: bicubic by default)")
     s.add_argument("--iterations", type=int, default=None,
                    help="Kaczmarz sweeps (150), CGNR (100), FISTA (300), PDHG (500) or NIR iterations")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed (noise, network initialisation)")
     s.add_argument("--checkpoint", default=None, help="save the trained field here (NIR)")
     _add_nir_options(s)
     s.add_argument("--output", required=True, help="OUT.npy, OUT.tif or OUT.mdf")
@@ -452,7 +459,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.set_defaults(func=cmd_demo)
+    for name, parser in sub.choices.items():
+        parser.formatter_class = _HelpFormatter
+        if not parser.epilog and name in _EXAMPLES:
+            parser.epilog = "example:\n  " + _EXAMPLES[name]
     return p
+
+
+_EXAMPLES = {
+    "info": "nirmpi info data/sm.mdf",
+    "validate": "nirmpi validate data/meas.mdf   # exit 0 clean, 1 deviations listed, 2 unreadable",
+    "simulate": "nirmpi simulate data/ --phantom spiral --grid 29 --seed 1",
+    "reconstruct": "nirmpi reconstruct --sm data/sm.mdf --meas data/meas.mdf --method fista --reg l1 "
+                   "--lambda auto --grid 104x104 --output l1_104.npy",
+    "batch": "nirmpi batch --sm dyn/sm.mdf --meas dyn/meas.mdf --method kaczmarz --workers 2 --output series.zarr",
+    "demo": "nirmpi demo demo-out/",
+}
 
 
 def _one_line(text) -> str:
