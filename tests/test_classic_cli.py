@@ -74,3 +74,21 @@ def test_bad_options_one_line_exit_2(data, tmp_path, extra, needle):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_batch_with_a_classic_method_and_automatic_lambda(tmp_path):
+    from napari_nirmpi import open_series
+    from napari_nirmpi.cli import main
+
+    d = tmp_path / "dyn"
+    assert main(["simulate", str(d), "--phantom", "bolus", "--grid", "9", "--frames", "2", "--seed", "3"]) == 0
+    out = tmp_path / "l1.zarr"
+    assert main(["batch", "--sm", str(d / "sm.mdf"), "--meas", str(d / "meas.mdf"), "--method", "fista",
+                 "--reg", "l1", "--lambda", "auto", "--workers", "1", "--output", str(out)]) == 0
+    arr, grid, attrs = open_series(out)
+    frames = arr[:]
+    assert frames.shape == (2, 9, 9) and (frames >= 0).all() and frames.max() > 0
+    assert attrs["method"] == "fista"
+    # a prior for Kaczmarz is refused in one line, before any work
+    assert main(["batch", "--sm", str(d / "sm.mdf"), "--meas", str(d / "meas.mdf"), "--method", "kaczmarz",
+                 "--reg", "l1", "--output", str(tmp_path / "k.zarr")]) == 2

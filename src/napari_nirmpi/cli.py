@@ -225,6 +225,14 @@ def cmd_sample(a):
     print(f"wrote {a.output}: {image.shape}")
 
 
+def _progress(total, desc):
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()  # in a log file, a line every 15 s instead of a live bar
+    return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, leave=True,
+                mininterval=0.5 if tty else 15.0)
+
+
 def cmd_batch(a):
     from .series import reconstruct_series, verify_series
 
@@ -241,7 +249,17 @@ def cmd_batch(a):
     if a.lam is not None:
         if a.method == "nir":
             raise NirmpiError("--lambda does not apply to --method nir")
-        method_kwargs["lam"] = a.lam
+        if a.method == "kaczmarz":
+            try:
+                method_kwargs["lam"] = float(a.lam)
+            except ValueError:
+                raise NirmpiError(f"--lambda {a.lam!r}: Kaczmarz in a series takes a number") from None
+        else:
+            method_kwargs["lam"] = a.lam  # VALUE, one per --reg term, or auto: classic.parse_lam
+    if a.reg is not None:
+        if a.method in ("nir", "kaczmarz"):
+            raise NirmpiError(f"--reg does not apply to --method {a.method} (cgnr, fista, pdhg take it)")
+        method_kwargs["reg"] = a.reg
     if a.grid is not None:
         if a.method == "kaczmarz":
             raise NirmpiError("--grid does not apply to --method kaczmarz (it reconstructs on the native grid)")
@@ -444,7 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads-per-worker", type=int, default=None, help="compute threads per worker")
     s.add_argument("--chunk-frames", type=int, default=None, help="output frames per task and Zarr chunk")
     s.add_argument("--iterations", type=int, default=None, help="Kaczmarz sweeps or NIR iterations")
-    s.add_argument("--lambda", dest="lam", type=float, default=None, help="Kaczmarz λ (relative)")
+    s.add_argument("--lambda", dest="lam", default=None, metavar="VALUE|auto",
+                   help="relative λ: a number for kaczmarz; for cgnr, fista, pdhg one value per --reg term "
+                        "or auto (chosen per frame from the noise)")
+    s.add_argument("--reg", default=None, help="prior(s) of cgnr, fista, pdhg: l2, l1, tv, comma-separated")
     s.add_argument("--grid", default=None, help="NIR sampling grid AxB (default: native)")
     s.add_argument("--seed", type=int, default=None, help="NIR seed")
     _add_nir_options(s)

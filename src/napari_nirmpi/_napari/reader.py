@@ -159,7 +159,11 @@ def layers_from_file(path: str, **read_kwargs) -> list:
     if f.kind == "calibration":
         # planes are read lazily later: a corrupt chunk must show now, not as a failing layer
         f.probe()
-        return [system_matrix_layer(f, **read_kwargs)]
+        layer = system_matrix_layer(f, **read_kwargs)
+        from .layers import schedule_first_component
+
+        schedule_first_component(layer[1]["name"])  # the slider on the strongest component
+        return [layer]
     if f.kind == "measurement":
         return [measurement_layer(f)]
     if f.kind == "reconstruction":

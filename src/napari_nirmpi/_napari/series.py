@@ -7,10 +7,10 @@ layer (``dask.array.from_zarr``: a frame is read from disk when it is displayed)
 
 * a time axis: ``axis_labels = ("t", "y", "x")``, scale = the frame interval (s) and
   translate = the first frame time, so the world coordinate of the time axis IS the frame time
-  (napari 0.9's slider itself shows the frame index). No napari ``units``: the plugin's other
-  layers carry none (a spectrum is not in mm), and napari drops units and warns
-  ("Inconsistent units across layers") as soon as layers disagree. The units are in
-  ``metadata["nirmpi"]["axis_units"]`` (s, mm, mm);
+  (napari 0.9's slider itself shows the frame index). napari ``units`` are mm on the spatial
+  axes and napari's index unit on the time axis, like the other layers' leading axes (napari
+  drops units and warns "Inconsistent units across layers" as soon as layers disagree); the
+  physical units are also in ``metadata["nirmpi"]["axis_units"]`` (s, mm, mm);
 * mm scale/translate on the spatial axes (the same as every other layer of this plugin);
 * ``metadata["nirmpi"]``: kind "reconstruction_series", source, grid, parameters, attrs.
 
@@ -27,7 +27,7 @@ import weakref
 
 import numpy as np
 
-from .layers import json_safe, make_metadata, nirmpi_meta
+from .layers import spatial_units, json_safe, make_metadata, nirmpi_meta
 
 SERIES_KIND = "reconstruction_series"
 SERIES_ARRAY = "reconstruction"
@@ -98,6 +98,8 @@ def series_layer_data(path) -> tuple:
         "name": name, "colormap": "inferno", "multiscale": False,
         "scale": (dt, *grid.scale_mm), "translate": (t0, *grid.translate_mm),
         "axis_labels": ("t", *spatial),
+        # the time axis keeps napari's index unit, as a system matrix's component axis does
+        "units": spatial_units(grid.ndim, leading=1),
         "contrast_limits": _contrast(arr, n),
         "metadata": make_metadata(SERIES_KIND, source=path, grid=grid, parameters=params,
                                   method=method, attrs=json_safe(attrs),
