@@ -405,7 +405,9 @@ def test_l1_weight_empties_the_background_and_is_validated():
 def test_default_fit_is_unchanged_on_a_small_spiral(one_torch_thread):
     # reference computed with the code of commit f84afd8 (before train.py was split into config,
     # operators and train): the same seed must give the same field, so every figure measured with
-    # the default stays valid
+    # the default stays valid. Tolerance 1e-3: the simulator's compiled kernel (2026-12-03) changes
+    # the system matrix by at most 1.3e-7 relative, which 300 Adam steps amplify to 4e-4 (with the
+    # f84afd8 simulator the figures hold to 1e-4).
     from napari_nirmpi.sample import sample
     from napari_nirmpi.simulate import simulate_case
 
@@ -413,11 +415,11 @@ def test_default_fit_is_unchanged_on_a_small_spiral(one_torch_thread):
     field, st = fit(prob, TrainConfig(iterations=300, device="cpu"))
     img, _ = sample(field, (15, 15))
     assert (st.iteration, st.best_iteration) == (300, 250)
-    assert st.loss == pytest.approx(0.012334294617176056, rel=1e-4)
-    assert st.best_val_loss == pytest.approx(0.005795053672045469, rel=1e-4)
+    assert st.loss == pytest.approx(0.012334294617176056, rel=1e-3)
+    assert st.best_val_loss == pytest.approx(0.005795053672045469, rel=1e-3)
     assert field.scale == pytest.approx(0.4827626347541809, rel=1e-6)
-    assert float(img.astype(np.float64).sum()) == pytest.approx(19.457586967105726, rel=1e-4)
-    assert float(np.linalg.norm(img.astype(np.float64))) == pytest.approx(2.4370461993481793, rel=1e-4)
+    assert float(img.astype(np.float64).sum()) == pytest.approx(19.457586967105726, rel=1e-3)
+    assert float(np.linalg.norm(img.astype(np.float64))) == pytest.approx(2.4370461993481793, rel=1e-3)
     np.testing.assert_allclose([img[7, 7], img[3, 11], img[12, 2]],
                                [0.00190612708684057, 0.0005839657387696207, 0.03464103862643242],
                                rtol=1e-3, atol=1e-6)
