@@ -171,14 +171,9 @@ class SeriesCancelled(Exception):
 
 def series_total_frames(meas, frames=None, average=None) -> int:
     """Output frames reconstruct_series will make for `meas` (its foreground frames)."""
-    from .. import mdf
-    from ..batch import plan_frames
+    from ..series import count_output_frames
 
-    f = mdf.open(meas)
-    is_bg = f.is_background_frame
-    if is_bg is None:
-        is_bg = np.zeros(int(f.num_frames), bool)
-    return len(plan_frames(is_bg, None, frames, average)["fg_blocks"])
+    return count_output_frames(meas, frames, average)
 
 
 def series_updates(sm, meas, method: str, *, output, preprocess: dict, method_kwargs: dict,
@@ -201,7 +196,9 @@ def series_updates(sm, meas, method: str, *, output, preprocess: dict, method_kw
 
     total = series_total_frames(meas, average=average)
     if chunk_frames is None:  # batch's defaults, made explicit to count frames per chunk
-        chunk_frames = 8 if method == "kaczmarz" else 4
+        from ..series import default_chunk_frames
+
+        chunk_frames = default_chunk_frames(method)
     chunk_frames = max(1, min(int(chunk_frames), total))
     q: queue.Queue = queue.Queue()
     stop = threading.Event() if stop is None else stop
@@ -213,13 +210,9 @@ def series_updates(sm, meas, method: str, *, output, preprocess: dict, method_kw
 
     def run():
         try:
-            from distributed import Client, LocalCluster
+            from ..series import close_client, make_client, reconstruct_series
 
-            from ..batch import reconstruct_series
-
-            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                   dashboard_address=None, silence_logs=50)
-            client = Client(cluster)
+            client, _ = make_client(in_process=True)  # the core's one-thread cluster, as batch has it
             try:
                 res = reconstruct_series(sm, meas, method, output=output, average=average, client=client,
                                          threads_per_worker=gui_torch_threads(), device=device,
@@ -227,8 +220,7 @@ def series_updates(sm, meas, method: str, *, output, preprocess: dict, method_kw
                                          chunk_frames=chunk_frames, overwrite=overwrite, progress=False,
                                          on_chunk=on_chunk)
             finally:
-                client.close()
-                cluster.close()
+                close_client(client)
             q.put(("done", res))
         except BaseException as exc:  # noqa: BLE001 - handed to the GUI thread as the worker's error
             q.put(("error", exc))
