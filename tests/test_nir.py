@@ -276,7 +276,7 @@ def _weights(field):
 @pytest.mark.parametrize("sampling", ["grid", "jitter"])
 def test_determinism_bit_identical(sampling):
     prob, _ = make_problem(n=8, M=80)
-    cfg = TrainConfig(iterations=50, preview_every=25, experimental=ExperimentalConfig(sampling=sampling, ema=0.9),
+    cfg = TrainConfig(iterations=50, preview_every=25, sampling=sampling, experimental=ExperimentalConfig(ema=0.9),
                       **{k: v for k, v in SMALL.items() if k != "preview_every"})
     runs = [list(train(prob, cfg)) for _ in range(2)]
     for a, b in zip(*runs):
@@ -285,7 +285,7 @@ def test_determinism_bit_identical(sampling):
             assert np.array_equal(a.preview, b.preview)
     wa, wb = _weights(runs[0][-1].field), _weights(runs[1][-1].field)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    other = list(train(prob, TrainConfig(iterations=50, seed=1, experimental={"sampling": sampling}, **SMALL)))[-1]
+    other = list(train(prob, TrainConfig(iterations=50, seed=1, sampling=sampling, **SMALL)))[-1]
     assert not all(torch.equal(wa[k], v) for k, v in _weights(other.field).items())
 
 
@@ -494,15 +494,16 @@ def test_config_round_trips_through_json_exactly():
 
     configs = [TrainConfig(), TrainConfig.paper(),
                TrainConfig(width=64, lr=1e-3, snr_weight=None, l1_weight=0.3, tv_weight=0.01, selection="1se",
-                           device="cpu", experimental=ExperimentalConfig(network="fourier", ema=0.5, grad_clip=1.0,
-                                                                         sampling="jitter", val_scale=2)),
+                           device="cpu", network="fourier", sampling="jitter",
+                           experimental=ExperimentalConfig(ema=0.5, grad_clip=1.0, val_scale=2)),
+               TrainConfig.fast(), TrainConfig.fast(feature_grid={"levels": 4, "hidden": 16}, tv_weight=0.1),
                TrainConfig(stopping=ValidationPatience(patience=100, min_delta=0.01, min_iterations=50)),
                TrainConfig(stopping=OneStandardError(300, k=0.7)), TrainConfig(stopping=TrackBest())]
     for cfg in configs:
         again = _json_round_trip(cfg)
         assert again == cfg, cfg
         assert again.to_dict() == cfg.to_dict()
-    assert _json_round_trip(configs[3]).stopping.patience == 100  # a rule, not its repr
+    assert _json_round_trip(configs[5]).stopping.patience == 100  # a rule, not its repr
 
 
 def test_config_with_a_custom_rule_is_recorded_but_not_rebuilt():
@@ -533,7 +534,7 @@ def test_config_from_old_flat_dicts():
     legacy = TrainConfig.from_dict({**old, "sampling": "jitter", "ema": 0.9,
                                     "stopping": "ValidationPatience(patience=100, min_delta=0.0, min_iterations=0)",
                                     "network_config": {"network": "siren"}, "scale": 2.0})  # a Field's record
-    assert legacy.experimental.sampling == "jitter" and legacy.experimental.ema == 0.9 and legacy.stopping is None
+    assert legacy.sampling == "jitter" and legacy.experimental.ema == 0.9 and legacy.stopping is None
     with pytest.raises(NirmpiError, match="unknown settings"):
         TrainConfig.from_dict({"widht": 3})
 

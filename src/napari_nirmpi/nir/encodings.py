@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import NirmpiError
 
-__all__ = ["FeatureGrid", "level_shapes"]
+__all__ = ["FeatureGrid", "level_shapes", "grid_state_shapes", "grid_parameter_count"]
 
 
 def level_shapes(shape: Sequence[int], levels: int, min_res: int, max_scale: float) -> list[tuple[int, ...]]:
@@ -39,6 +39,26 @@ def level_shapes(shape: Sequence[int], levels: int, min_res: int, max_scale: flo
         f = (min_res / top) ** (1 - t) * max_scale ** t       # fraction of the training grid
         out.append(tuple(max(2, int(math.ceil(n * f))) for n in shape))
     return out
+
+
+def grid_state_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes of `FeatureGrid(**cfg)`, computed without building it."""
+    shape = tuple(int(n) for n in cfg["shape"])
+    levels, features = int(cfg.get("levels", 6)), int(cfg.get("features", 4))
+    hidden, depth = int(cfg.get("hidden", 32)), int(cfg.get("depth", 1))
+    out: dict[str, tuple[int, ...]] = {}
+    for i, shp in enumerate(level_shapes(shape, levels, int(cfg.get("min_res", 4)), float(cfg.get("max_scale", 1.0)))):
+        out[f"grids.{i}"] = (1, features, *shp)
+    width = levels * features
+    for k in range(depth):
+        out[f"mlp.{2 * k}.weight"], out[f"mlp.{2 * k}.bias"] = (hidden, width), (hidden,)
+        width = hidden
+    out[f"mlp.{2 * depth}.weight"], out[f"mlp.{2 * depth}.bias"] = (1, width), (1,)
+    return out
+
+
+def grid_parameter_count(cfg: dict) -> int:
+    return sum(math.prod(s) for s in grid_state_shapes(cfg).values())
 
 
 class FeatureGrid(nn.Module):

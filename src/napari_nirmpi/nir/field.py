@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from ..errors import NirmpiError
 from ..grid import Grid
+from .encodings import FeatureGrid, grid_state_shapes
 
 __all__ = ["Siren", "FourierMLP", "Field", "build_network", "check_network_config", "expected_state_shapes",
-           "NETWORKS"]
+           "NETWORKS", "FeatureGrid"]
 
 
 def _uniform(t: torch.Tensor, bound: float, gen: torch.Generator | None) -> None:
@@ -162,10 +163,12 @@ class FourierMLP(nn.Module, _OutputMixin):
                 "num_features": self.num_features, "sigma": self.sigma, "positive": self.positive}
 
 
-NETWORKS = {"siren": Siren, "fourier": FourierMLP}
+NETWORKS = {"siren": Siren, "fourier": FourierMLP, "grid": FeatureGrid}
 
 _KEYS = {"siren": {"network", "in_dim", "width", "depth", "omega0", "hidden_omega0", "positive", "fold", "output_bias"},
-         "fourier": {"network", "in_dim", "width", "depth", "num_features", "sigma", "positive", "output_bias"}}
+         "fourier": {"network", "in_dim", "width", "depth", "num_features", "sigma", "positive", "output_bias"},
+         "grid": {"network", "in_dim", "shape", "levels", "features", "min_res", "max_scale", "hidden", "depth",
+                  "positive", "output_bias", "init_std"}}
 
 
 def check_network_config(config) -> dict:
@@ -198,7 +201,23 @@ def check_network_config(config) -> dict:
     integer("width", *LIMITS["width"], 128)
     integer("depth", *LIMITS["depth"], 3)
     w_lo, w_hi = LIMITS["omega0"]
-    if name == "siren":
+    if name == "grid":
+        shape = cfg.get("shape")
+        if (not isinstance(shape, (list, tuple)) or len(shape) != cfg.get("in_dim", 2) or
+                not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 4096 for n in shape)):
+            raise NirmpiError(f"network config shape={shape!r}: expected in_dim integers in [1, 4096]")
+        integer("levels", *LIMITS["levels"], 6)
+        integer("features", *LIMITS["features"], 4)
+        integer("min_res", 2, 4096, 4)
+        integer("hidden", *LIMITS["width"], 32)
+        real("max_scale", 0.0, 16.0, 1.0)
+        real("init_std", -1.0, 10.0, 1e-2)
+        from .encodings import level_shapes
+        cells = sum(math.prod(s) for s in level_shapes(shape, cfg.get("levels", 6), cfg.get("min_res", 4),
+                                                        cfg.get("max_scale", 1.0)))
+        if cells > LIMITS["grid_cells"]:
+            raise NirmpiError(f"network config grid: {cells:,} feature cells; the limit is {LIMITS['grid_cells']:,}")
+    elif name == "siren":
         real("omega0", w_lo, w_hi, 30.0)
         real("hidden_omega0", w_lo, w_hi, 30.0)
         if not isinstance(cfg.get("fold", True), bool):
@@ -221,6 +240,8 @@ def check_network_config(config) -> dict:
 def expected_state_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """The state_dict shapes `build_network(config)` has, computed without building it."""
     cfg = check_network_config(config)
+    if cfg.get("network") == "grid":
+        return grid_state_shapes(cfg)
     d, w, depth = int(cfg.get("in_dim", 2)), int(cfg.get("width", 128)), int(cfg.get("depth", 3))
     shapes: dict[str, tuple[int, ...]] = {}
     if cfg.get("network", "siren") == "fourier":

@@ -207,7 +207,7 @@ class _Run:
         if self.n_val:
             self.u_v = self.u_v_raw / scale
             self.u_v_norm = torch.clamp((self.u_v * self.u_v).sum(), min=1e-30)
-        self.net_cfg = cfg.network_config(self.ndim)
+        self.net_cfg = cfg.network_config(self.ndim, self.shape)
         self.net = build_network(self.net_cfg, seed=cfg.seed).to(dev)
         if init_field is not None:
             try:
@@ -235,7 +235,7 @@ class _Run:
         self.val_s = max(1, min(int(val_s), cfg.max_scale))
         self.coords: dict[int, torch.Tensor] = {}
         self.D = SubVoxelOperator(cfg.operator, self.shape, dev)
-        self.jitter = exp.sampling == "jitter"
+        self.jitter = cfg.sampling == "jitter"
         self.jitter_gen = torch.Generator(device=dev).manual_seed(int(cfg.seed) + 2)
         self.half_voxel = torch.tensor([1.0 / n for n in self.shape], dtype=torch.float32, device=dev)
         self.scales = self.scale_seq.integers(1, s_max + 1, size=cfg.iterations)
@@ -249,7 +249,7 @@ class _Run:
     def native(self, model, s: int, jitter: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(voxel values c (N,) that S sees, the sampled image the priors act on)."""
         if jitter:
-            k, ndim = self.cfg.experimental.jitter_points, self.ndim
+            k, ndim = self.cfg.jitter_points, self.ndim
             offs = (torch.rand(k, self.N, ndim, generator=self.jitter_gen, device=self.device) * 2 - 1) * self.half_voxel
             vals = model((self.coords_for(1)[None] + offs).reshape(-1, ndim)).reshape(k, self.N)
             c = vals.mean(0)
