@@ -322,6 +322,12 @@ def test_nir_configs_warm_defaults_and_unknown_keys():
     assert (warm.iterations, warm.lr) == (30, 1e-5)
     with pytest.raises(NirmpiError, match="not TrainConfig settings"):
         batch.nir_configs({"sweeps": 3})
+    # the feature-grid preset (nirmpi batch --network grid, or auto on a 3D system matrix)
+    cold, warm = batch.nir_configs({"preset": "fast", "tv_weight": 0.3}, "cpu")
+    assert cold.network == "grid" and cold.sampling == "jitter" and cold.tv_weight == 0.3
+    assert (cold.iterations, warm.iterations) == (1200, 150) and warm.lr == pytest.approx(3e-3)
+    with pytest.raises(NirmpiError, match="preset"):
+        batch.nir_configs({"preset": "turbo"})
 
 
 # ---------------------------------------------------------------------------------------------

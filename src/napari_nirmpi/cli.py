@@ -114,12 +114,24 @@ def _preprocess_kw(a):
 
 
 def _nir_options(a) -> dict:
-    """--operator / --l1 / --tv: TrainConfig settings that are NIR-only (refused with --method kaczmarz)."""
-    opts = {"operator": "operator", "l1_weight": "l1", "tv_weight": "tv"}
+    """--network / --operator / --l1 / --tv: TrainConfig settings that are NIR-only (refused with
+    the classic methods). --network comes back as 'network' (auto, siren or grid) for _nir_preset."""
+    opts = {"network": "network", "operator": "operator", "l1_weight": "l1", "tv_weight": "tv"}
     kw = {k: getattr(a, o) for k, o in opts.items() if getattr(a, o, None) is not None}
     if kw and a.method != "nir":
         raise NirmpiError(f"{', '.join('--' + opts[k] for k in kw)} applies to --method nir only")
     return kw
+
+
+def _nir_preset(kw: dict, ndim: int) -> tuple[dict, bool]:
+    """(TrainConfig settings, whether the feature-grid preset TrainConfig.fast() applies): --network
+    auto (the default) takes the feature grid for 3D problems and SIREN in 2D."""
+    kw = dict(kw)
+    net = kw.pop("network", "auto")
+    fast = net == "grid" or (net == "auto" and ndim == 3)
+    if fast and "operator" in kw:
+        raise NirmpiError("--operator applies to --network siren (the feature grid samples jittered points)")
+    return kw, fast
 
 
 CLASSIC_METHODS = ("kaczmarz", "cgnr", "fista", "pdhg")
@@ -185,7 +197,8 @@ def cmd_reconstruct(a):
         from .nir.train import TrainConfig
         from .sample import sample
 
-        cfg = TrainConfig(seed=a.seed, device=a.device, **nir_kw)
+        kw, fast = _nir_preset(nir_kw, grid.ndim)
+        cfg = (TrainConfig.fast if fast else TrainConfig)(seed=a.seed, device=a.device, **kw)
         if a.iterations:
             cfg = dataclasses.replace(cfg, iterations=a.iterations)
         cfg.validate()
@@ -266,7 +279,14 @@ def cmd_batch(a):
         method_kwargs["grid"] = a.grid
     if a.seed is not None and a.method == "nir":
         method_kwargs["seed"] = a.seed
-    method_kwargs.update(_nir_options(a))
+    nir_kw = _nir_options(a)
+    if a.method == "nir":
+        from . import mdf
+
+        nir_kw, fast = _nir_preset(nir_kw, mdf.open(a.sm).grid.ndim)
+        if fast:
+            nir_kw["preset"] = "fast"
+    method_kwargs.update(nir_kw)
     bar = None
 
     def on_chunk(info):
@@ -346,6 +366,10 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _add_nir_options(s) -> None:
+    s.add_argument("--network", choices=["auto", "siren", "grid"], default=None,
+                   help="NIR network: siren (the paper's, TrainConfig()), grid (multi-resolution feature grid, "
+                        "TrainConfig.fast(): about 20x faster on a 37³ volume) or auto (default: grid for 3D, "
+                        "siren for 2D)")
     s.add_argument("--operator", choices=["auto", "pool", "cubic"], default=None,
                    help="NIR forward operator D: pool (the paper's block mean), cubic (the system matrix "
                         "interpolated inside each voxel) or auto (default: cubic in 2D, pool in 3D)")
