@@ -350,3 +350,32 @@ def test_loss_curve_follows_the_data_down():
     it = np.arange(1, 1500)
     r.render(it, 0.5 * np.exp(-it / 100) + 5e-5, [], [], 50, (340, 200))
     assert r.ax.get_ylim() == pytest.approx((1e-5, 1.0))
+
+
+def test_train_picks_the_feature_grid_for_a_volume_and_shows_it_in_mm(viewer, qtbot, wait_worker):
+    from napari_nirmpi._napari.widgets.train import LIVE_NAME
+    from napari_nirmpi.simulate import simulate_case
+
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Train NIR")
+    qtbot.waitUntil(lambda: train.ready, timeout=60_000)
+    assert train.network.value == "siren" and train.lr.value == pytest.approx(3e-4)
+    problem = simulate_case("cone", grid=(7, 7, 7), scanner="openmpi", seed=1, noise="low").problem()
+    train.session.set_problem(problem, problem.params)
+    # a volume takes the feature grid (TrainConfig.fast()) until the user picks a network
+    assert train.network.value == "grid"
+    assert train.lr.value == pytest.approx(3e-2) and train.iterations.value == 1200
+    assert not train.net_width.enabled and not train.operator.enabled
+    train.iterations.value, train.preview_every.value = 40, 10
+    cfg = train.config()
+    assert cfg.network == "grid" and cfg.sampling == "jitter" and cfg.iterations == 40
+    worker = train.start()
+    wait_worker(worker)
+    live = viewer.layers[LIVE_NAME]
+    assert live.data.shape == (7, 7, 7) and train.num_previews >= 1
+    assert np.allclose(live.scale, problem.grid.scale_mm)        # (z, y, x) in mm
+    assert list(train.session.fields.values())[-1].network_config()["network"] == "grid"
+    # a choice the user made stays when the next problem comes
+    train.network.value = "siren"
+    assert train.net_width.enabled and train.lr.value == pytest.approx(3e-4)
+    train.session.set_problem(problem, problem.params)
+    assert train.network.value == "siren"

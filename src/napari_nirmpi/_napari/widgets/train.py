@@ -134,6 +134,13 @@ class TrainWidget(Container):
         self._problem_info = {}    # the problem's description as of the run's start
         self._ready = False        # PyTorch imported and the defaults filled in
         # values are TrainConfig's defaults, filled in once PyTorch is imported (in a thread)
+        self.network = ComboBox(label="Network", choices=[("SIREN (paper; 2D default)", "siren"),
+                                                          ("feature grid (fast; 3D)", "grid")], value="siren")
+        self.network.tooltip = ("SIREN: the paper's network, the 2D default. Feature grid: multi-resolution "
+                                "grids + a small MLP, one jittered point per voxel and a run that ends at its "
+                                "early stop (TrainConfig.fast(): about 20x faster on a 37³ volume, docs/3d.md). "
+                                "Chosen by itself for a 3D problem until you pick one.")
+        self._network_picked = False   # the user chose a network: a new problem does not change it
         self.net_width = SpinBox(label="Width", value=128, min=4, max=4096, step=16)
         self.net_depth = SpinBox(label="Depth (hidden)", value=3, min=0, max=32)
         self.omega0 = FloatSpinBox(label="ω0", value=10.0, min=0.1, max=1000.0, step=1.0)
@@ -150,6 +157,9 @@ class TrainWidget(Container):
         self.l1_weight = FloatSpinBox(label="Sparsity ℓ1", value=0.0, min=0.0, max=100.0, step=0.05)
         self.l1_weight.tooltip = ("Weight of an ℓ1 term on the field, for sparse tracer distributions "
                                   "(vessels, dots); 0 = off. The stop cannot see its gains: check by eye.")
+        self.tv_weight = FloatSpinBox(label="TV prior", value=0.0, min=0.0, max=100.0, step=0.05)
+        self.tv_weight.tooltip = ("Weight of a total-variation term on the voxel values, for piecewise-constant "
+                                  "objects; 0 = off. 0.3 with the feature grid on the 37³ cone (docs/3d.md).")
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
         # the CPU is always there; CUDA/MPS are added once PyTorch is loaded
         self.device = ComboBox(label="Device", choices=["auto", "cpu"], value="auto")
@@ -167,8 +177,8 @@ class TrainWidget(Container):
         from ._series import SeriesOption
 
         self.series = SeriesOption(self, "nir")
-        self._params = [self.net_width, self.net_depth, self.omega0, self.lr, self.iterations,
-                        self.max_scale, self.operator, self.l1_weight, self.seed, self.device,
+        self._params = [self.network, self.net_width, self.net_depth, self.omega0, self.lr, self.iterations,
+                        self.max_scale, self.operator, self.l1_weight, self.tv_weight, self.seed, self.device,
                         self.preview_every, self.early_stopping]
         self.extend([*self._params, *self.series.widgets,
                      Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
@@ -190,11 +200,14 @@ class TrainWidget(Container):
         self._in_progress = False
         self.start_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
+        self.network.changed.connect(self._network_changed)
         self.session.problem_changed.connect(self._update_enabled)
+        self.session.problem_changed.connect(self._network_for_problem)
         self.session.problem_changed.connect(lambda *_: QTimer.singleShot(0, self._prepare_live_layer))
         QTimer.singleShot(0, self._prepare_live_layer)
         # what a script (or the user) sets before PyTorch is loaded is kept
         self._placeholders = {id(w): w.value for w in self._params}
+        self._network_for_problem()   # a problem built before this dock opened
         self._update_enabled()
         # PyTorch takes seconds to import: in a thread, so the dock opens at once. A plain
         # thread polled by a timer that dies with the widget: a dock closed before the import
@@ -261,10 +274,53 @@ class TrainWidget(Container):
         # the GIL with the GUI
         self._curve_renderer = renderer
         self._ready = True
+        if self.network.value == "grid":
+            self._apply_network_preset()
         warm_up_training()
         QTimer.singleShot(0, self._warm_up_progress)
         self.info.value = "build a problem first (Preprocess)"
         self._update_enabled()
+
+    def _net_label(self) -> str:
+        c = self.cfg
+        if c.network == "grid":
+            return f"grid {c.feature_grid.levels}x{c.feature_grid.features}" + (f" TV {c.tv_weight:g}" if c.tv_weight else "")
+        return f"w{c.width}d{c.depth}"
+
+    # -- network choice --------------------------------------------------------------------
+    def _set_network(self, name: str) -> None:
+        """Switch the network and show its preset's settings (SIREN: TrainConfig(); feature grid:
+        TrainConfig.fast())."""
+        self._setting_network = True
+        try:
+            self.network.value = name
+        finally:
+            self._setting_network = False
+        self._apply_network_preset()
+
+    def _network_changed(self, *_):
+        if not getattr(self, "_setting_network", False):
+            self._network_picked = True
+            self._apply_network_preset()
+
+    def _apply_network_preset(self):
+        grid = self.network.value == "grid"
+        for w in (self.net_width, self.net_depth, self.omega0, self.max_scale, self.operator):
+            w.enabled = not grid   # SIREN settings; the feature grid samples jittered points
+        if not self._ready:
+            return
+        from ...nir.train import TrainConfig
+
+        d = TrainConfig.fast() if grid else TrainConfig()
+        self.lr.value, self.iterations.value = d.lr, d.iterations
+
+    def _network_for_problem(self, *_):
+        p = self.session.problem
+        if p is None or self._network_picked or self.running:
+            return
+        want = "grid" if p.grid.ndim == 3 else "siren"
+        if self.network.value != want:
+            self._set_network(want)
 
     def _backend_failed(self, exc):
         self.info.value = f"PyTorch could not be loaded: {exc}"
@@ -288,8 +344,14 @@ class TrainWidget(Container):
         self.ensure_ready()
         from ...nir.train import TrainConfig
 
+        common = dict(lr=float(self.lr.value), iterations=int(self.iterations.value),
+                      l1_weight=float(self.l1_weight.value), tv_weight=float(self.tv_weight.value),
+                      seed=int(self.seed.value), device=str(self.device.value),
+                      preview_every=int(self.preview_every.value), early_stopping=bool(self.early_stopping.value))
+        if self.network.value == "grid":
+            return TrainConfig.fast(**common)
         return TrainConfig(width=int(self.net_width.value), depth=int(self.net_depth.value),
-                           omega0=float(self.omega0.value), lr=float(self.lr.value),
+                           omega0=float(self.omega0.value), lr=float(self.lr.value), tv_weight=float(self.tv_weight.value),
                            iterations=int(self.iterations.value), max_scale=int(self.max_scale.value),
                            operator=str(self.operator.value), l1_weight=float(self.l1_weight.value),
                            seed=int(self.seed.value), device=str(self.device.value),
@@ -560,7 +622,7 @@ class TrainWidget(Container):
         fld = st.field
         misfit = st.best_val_loss
         # short enough for the Sample step's list: the held-out misfit tells two runs apart
-        label = f"NIR w{self.cfg.width}d{self.cfg.depth} @{st.best_iteration}"
+        label = f"NIR {self._net_label()} @{st.best_iteration}"
         if misfit is not None:
             label += f" · misfit {misfit:.2g}"
         name = self.session.add_field(label, fld, misfit=misfit)
@@ -622,7 +684,7 @@ class TrainWidget(Container):
         self._close_progress()
         fld = getattr(exc, "field", None)
         if fld is not None:
-            self.session.add_field(f"NIR w{self.cfg.width}d{self.cfg.depth} (before error)", fld)
+            self.session.add_field(f"NIR {self._net_label()} (before error)", fld)
         self.state = None
         self.info.value = "training failed (see notification)"
         notify_error(exc)
