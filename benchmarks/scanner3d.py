@@ -27,13 +27,20 @@ import torch
 
 from napari_nirmpi.metrics import psnr, ssim
 from napari_nirmpi.nir import TrainConfig, fit
-from napari_nirmpi.nir.fast import FastConfig, fit_fast
+from napari_nirmpi.classic import reconstruct
 from napari_nirmpi.resample import upsample
 from napari_nirmpi.sample import sample
 from napari_nirmpi.simulate import simulate_case
 from napari_nirmpi.solvers import KaczmarzSystem
 
 OUT = os.path.join(os.path.dirname(__file__), "results")
+TV_WEIGHT = 0.3   # TrainConfig.fast_tv's weight (chosen of 0.15 / 0.3 / 0.6 on the 37³ cone, docs/research-notes.md)
+
+
+def _lam(lam) -> str:
+    if isinstance(lam, dict):
+        return ",".join(f"{v:.2g}" for v in lam.values())
+    return f"{float(lam):.2g}"
 
 
 def maxrss_gb() -> float:
@@ -83,8 +90,30 @@ def simulate_2d_before_after(say):
     t_new = time.perf_counter() - t
     err = float(np.abs(new - ref).max() / np.abs(ref).max())
     say(f"2D default simulation (29² spiral system matrix, 2 channels x 817): numpy loop (before) {t_ref:.2f} s, "
-        f"numba kernel (after) {t_new:.2f} s = {t_ref / t_new:.1f}x; max relative difference {err:.1e}. "
-        f"The 2D NIR path (nir.train) is unchanged: its time and quality are those of docs/benchmarks.md.")
+        f"numba kernel (after) {t_new:.2f} s = {t_ref / t_new:.1f}x; max relative difference {err:.1e}")
+
+
+def nir_2d_before_after(say, quick=False):
+    """The 2D default (29² spiral, medium noise, scored at 104²) beside the 3D route's settings in
+    2D, in one run: time to result and quality of TrainConfig() and of TrainConfig.fast()."""
+    from napari_nirmpi.solvers import reconstruct_kaczmarz
+
+    case = simulate_case("spiral", grid=29, noise="medium", seed=0)
+    prob = case.problem()
+    gt = case.ground_truth((104, 104))
+    k = reconstruct_kaczmarz(prob, iterations=150, lam=0.5)
+    kup, _ = upsample(k, prob.grid, (104, 104), method="bicubic")
+    say(f"2D spiral 29² -> 104² (medium noise): Kaczmarz λ 0.5 + bicubic {score(kup, gt)}")
+    for label, cfg in (("TrainConfig() (the 2D default)", TrainConfig()),
+                       ("TrainConfig.fast() (the 3D route)", TrainConfig.fast()),
+                       (f"TrainConfig.fast_tv({TV_WEIGHT:g})", TrainConfig.fast_tv(TV_WEIGHT))):
+        if quick:
+            cfg = TrainConfig(**{**cfg.to_dict(), "iterations": 100, "stopping": None})
+        t = time.perf_counter()
+        field, st = fit(prob, cfg)
+        dt = time.perf_counter() - t
+        img, _ = sample(field, (104, 104))
+        say(f"2D {label}: {dt:.1f} s ({st.iteration} steps, best {st.best_iteration}) {score(img, gt)} at 104²")
 
 
 def pictures(path, volumes: dict, grid_mm):
@@ -165,37 +194,69 @@ def main(argv=None):
     volumes[f"Kaczmarz λ={best[1]:g}"] = best[2]
     del ks
 
+    # the regularised classic methods, λ chosen automatically (no ground truth), native + tricubic
+    classic = {}
+    for method, reg in (("cgnr", "l2"), ("fista", "l1"), ("pdhg", "tv")):
+        t = time.perf_counter()
+        res = reconstruct(problem, method, reg, "auto")
+        tc = time.perf_counter() - t
+        up, _ = upsample(res.image, problem.grid, fine_shape, method="bicubic")
+        classic[method] = res
+        say(f"| {method.upper()}-{reg.upper()} auto λ={_lam(res.lam)} + tricubic | {tc:.1f} s | "
+            f"{score(res.image, gt)} | {score(up, gt2)} |")
+    tv_auto = classic["pdhg"]
+    volumes[f"PDHG-TV auto λ={_lam(tv_auto.lam)}"] = tv_auto.image
+    lam_tv = float(tv_auto.lam["tv"]) if isinstance(tv_auto.lam, dict) else float(tv_auto.lam)
+    for f in (0.3, 3.0):    # the oracle's neighbours of the automatic λ
+        res = reconstruct(problem, "pdhg", "tv", lam_tv * f)
+        up, _ = upsample(res.image, problem.grid, fine_shape, method="bicubic")
+        say(f"| PDHG-TV λ={lam_tv * f:.2g} (oracle sweep) + tricubic | {res.info['seconds']:.1f} s | "
+            f"{score(res.image, gt)} | {score(up, gt2)} |")
+    if not a.quick:
+        t = time.perf_counter()
+        res = reconstruct(problem, "pdhg", "tv", "auto", grid=fine_shape)
+        say(f"| PDHG-TV auto λ={_lam(res.lam)} solved on {fine_shape[0]}³ | {time.perf_counter() - t:.1f} s | - | "
+            f"{score(res.image, gt2)} |")
+        tv_fine = res.image
+        del res
+
     # projected routes: time per step over a few steps
     steps = 3 if a.quick else a.steps
     default = TrainConfig(log_every=1, preview_every=10 ** 6, val_every=10 ** 6)
     t_default = step_time(problem, lambda cb: fit(problem, default, callback=cb), steps)
     say(f"| NIR default TrainConfig (SIREN 3x128, s ∈ 1..2 + pool, 2000 steps, no early end) | "
         f"{t_default * default.iterations / 60:.0f} min projected ({t_default:.2f} s/step) | not run | not run |")
-    siren_j = FastConfig(network="siren", lr=3e-4, log_every=1, val_every=10 ** 6)
-    t_sj = step_time(problem, lambda cb: fit_fast(problem, siren_j, callback=cb), steps)
-    say(f"| NIR SIREN 3x128, 1 jittered point per voxel (fit_fast) | {t_sj * FastConfig().iterations / 60:.0f} min projected for "
-        f"{FastConfig().iterations} steps ({t_sj:.2f} s/step) | not run | not run |")
-    grid_rb = FastConfig(row_batch=0.25, log_every=1, val_every=10 ** 6)
-    t_rb = step_time(problem, lambda cb: fit_fast(problem, grid_rb, callback=cb), steps)
-    grid_c = FastConfig(log_every=1, val_every=10 ** 6)
-    t_gc = step_time(problem, lambda cb: fit_fast(problem, grid_c, callback=cb), steps)
-    say(f"| per-step ratio: feature grid all rows / a quarter of the rows per step | {t_gc:.3f} s / {t_rb:.3f} s "
-        f"= {t_gc / t_rb:.2f}x | | |")
+    siren_j = TrainConfig(sampling="jitter", jitter_points=1, log_every=1, val_every=10 ** 6, preview_every=10 ** 6)
+    t_sj = step_time(problem, lambda cb: fit(problem, siren_j, callback=cb), steps)
+    fast_iters = TrainConfig.fast().iterations
+    say(f"| NIR SIREN 3x128, 1 jittered point per voxel | {t_sj * fast_iters / 60:.0f} min projected for "
+        f"{fast_iters} steps ({t_sj:.2f} s/step) | not run | not run |")
+    grid_c = TrainConfig.fast(log_every=1, val_every=10 ** 6, preview_every=10 ** 6)
+    t_gc = step_time(problem, lambda cb: fit(problem, grid_c, callback=cb), steps)
 
-    # the winner, run to its early stop
-    cfg = FastConfig(iterations=300) if a.quick else FastConfig()
-    t = time.perf_counter()
-    field, state = fit_fast(problem, cfg)
-    t_fit = time.perf_counter() - t
-    nat, _ = sample(field, problem.grid.shape)
-    t = time.perf_counter()
-    fine, _ = sample(field, fine_shape)
-    t_s2 = time.perf_counter() - t
-    say(f"| NIR feature grid (6 levels x 4, MLP 32), 1 jittered point per voxel, early stop | {t_fit:.0f} s "
-        f"({state.iteration} steps, best {state.best_iteration}; {state.stop_reason}) | {score(nat, gt)} | {score(fine, gt2)} |")
-    volumes["NIR feature grid"] = nat
+    # the feature-grid route to its early stop, without and with the TV prior
+    nir = {}
+    for label, cfg in (("NIR TrainConfig.fast() (feature grid, 1 jittered point per voxel, early stop)",
+                        TrainConfig.fast()),
+                       (f"NIR TrainConfig.fast_tv({TV_WEIGHT:g}) (the same with a TV prior, unweighted rows, "
+                        f"2 jittered points, whole budget)", TrainConfig.fast_tv(TV_WEIGHT))):
+        if a.quick:
+            cfg = TrainConfig(**{**cfg.to_dict(), "iterations": 300, "stopping": None})
+        t = time.perf_counter()
+        field, state = fit(problem, cfg)
+        t_fit = time.perf_counter() - t
+        nat, _ = sample(field, problem.grid.shape)
+        t = time.perf_counter()
+        fine, _ = sample(field, fine_shape)
+        t_s2 = time.perf_counter() - t
+        say(f"| {label} | {t_fit:.0f} s ({state.iteration} steps, best {state.best_iteration}; "
+            f"{state.stop_reason.split(' [')[0]}) | {score(nat, gt)} | {score(fine, gt2)} |")
+        nir[label] = (t_fit, nat, fine)
+    labels = list(nir)
+    volumes["NIR fast"], volumes[f"NIR fast + TV {TV_WEIGHT:g}"] = nir[labels[0]][1], nir[labels[1]][1]
+    t_fit = nir[labels[0]][0]
     say("")
-    say(f"speed-up of the feature-grid run over the default's projection: {t_default * default.iterations / t_fit:.0f}x; "
+    say(f"speed-up of TrainConfig.fast() over the default's projection: {t_default * default.iterations / t_fit:.0f}x; "
         f"per step: default {t_default:.2f} s, SIREN jitter {t_sj:.2f} s, feature grid {t_gc:.3f} s")
     say(f"sampling the field at {fine_shape}: {t_s2:.1f} s")
     say(f"Kaczmarz λ chosen (best native PSNR against the phantom): {best[1]:g}")
@@ -203,9 +264,13 @@ def main(argv=None):
         f"{tracemalloc.get_traced_memory()[1] / 1e9:.2f} GB")
     mm = tuple(f * 1e3 for f in problem.grid.fov)
     pictures(a.png, volumes, mm)
-    fine_vols = {"phantom 2x": gt2, f"Kaczmarz λ={best[1]:g} tricubic 2x": best[3], "NIR feature grid 2x": fine}
+    fine_vols = {"phantom 2x": gt2, f"Kaczmarz λ={best[1]:g} tricubic 2x": best[3]}
+    if not a.quick:
+        fine_vols[f"PDHG-TV auto on {fine_shape[0]}³"] = tv_fine
+    fine_vols["NIR fast 2x"], fine_vols[f"NIR fast + TV {TV_WEIGHT:g} 2x"] = nir[labels[0]][2], nir[labels[1]][2]
     pictures(a.png.replace(".png", "_2x.png"), fine_vols, mm)
     simulate_2d_before_after(say)
+    nir_2d_before_after(say, a.quick)
     say(f"pictures: {a.png}, {a.png.replace('.png', '_2x.png')}")
     say(f"command: python -m benchmarks.scanner3d {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     os.makedirs(os.path.dirname(a.out), exist_ok=True)

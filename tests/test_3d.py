@@ -190,8 +190,9 @@ def test_feature_grid_checkpoint_round_trip_and_config(case7, tmp_path):
     back = checkpoint.load(path)
     assert back.network_config() == field.network_config()
     assert np.allclose(sample(back, (5, 9, 7))[0], sample(field, (5, 9, 7))[0])
-    cfg = TrainConfig.fast()
-    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for cfg in (TrainConfig.fast(), TrainConfig.fast_tv(0.2)):
+        assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig.fast_tv(0.2).tv_weight == 0.2 and not TrainConfig.fast_tv().early_stopping
     # SIREN with jittered points in the same loop
     field, state = fit(p, TrainConfig(sampling="jitter", jitter_points=1, iterations=20, val_every=10))
     assert state.iteration == 20 and sample(field, (5, 9, 7))[0].shape == (5, 9, 7)

@@ -198,7 +198,10 @@ def cmd_reconstruct(a):
         from .sample import sample
 
         kw, fast = _nir_preset(nir_kw, grid.ndim)
-        cfg = (TrainConfig.fast if fast else TrainConfig)(seed=a.seed, device=a.device, **kw)
+        if fast and kw.get("tv_weight"):
+            cfg = TrainConfig.fast_tv(kw.pop("tv_weight"), seed=a.seed, device=a.device, **kw)
+        else:
+            cfg = (TrainConfig.fast if fast else TrainConfig)(seed=a.seed, device=a.device, **kw)
         if a.iterations:
             cfg = dataclasses.replace(cfg, iterations=a.iterations)
         cfg.validate()
@@ -285,7 +288,7 @@ def cmd_batch(a):
 
         nir_kw, fast = _nir_preset(nir_kw, mdf.open(a.sm).grid.ndim)
         if fast:
-            nir_kw["preset"] = "fast"
+            nir_kw["preset"] = "fast_tv" if nir_kw.get("tv_weight") else "fast"
     method_kwargs.update(nir_kw)
     bar = None
 
@@ -368,15 +371,16 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def _add_nir_options(s) -> None:
     s.add_argument("--network", choices=["auto", "siren", "grid"], default=None,
                    help="NIR network: siren (the paper's, TrainConfig()), grid (multi-resolution feature grid, "
-                        "TrainConfig.fast(): about 20x faster on a 37³ volume) or auto (default: grid for 3D, "
-                        "siren for 2D)")
+                        "TrainConfig.fast(): about 20x faster on a 37³ volume; with --tv W, TrainConfig.fast_tv(W)) or "
+                        "auto (default: grid for 3D, siren for 2D)")
     s.add_argument("--operator", choices=["auto", "pool", "cubic"], default=None,
                    help="NIR forward operator D: pool (the paper's block mean), cubic (the system matrix "
                         "interpolated inside each voxel) or auto (default: cubic in 2D, pool in 3D)")
     s.add_argument("--l1", type=float, default=None, metavar="W",
                    help="NIR sparsity weight (TrainConfig.l1_weight; default 0 = off)")
     s.add_argument("--tv", type=float, default=None, metavar="W",
-                   help="NIR total-variation weight (TrainConfig.tv_weight; default 0 = off)")
+                   help="NIR total-variation weight (TrainConfig.tv_weight; default 0 = off; 0.3 with the "
+                        "feature grid on extended objects, docs/3d.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -368,6 +368,10 @@ def test_train_picks_the_feature_grid_for_a_volume_and_shows_it_in_mm(viewer, qt
     train.iterations.value, train.preview_every.value = 40, 10
     cfg = train.config()
     assert cfg.network == "grid" and cfg.sampling == "jitter" and cfg.iterations == 40
+    train.tv_weight.value = 0.3        # TrainConfig.fast_tv: no row weighting, the whole budget
+    assert not train.early_stopping.value
+    cfg = train.config()
+    assert cfg.tv_weight == 0.3 and cfg.snr_weight is None and cfg.jitter_points == 2 and cfg.iterations == 40
     worker = train.start()
     wait_worker(worker)
     live = viewer.layers[LIVE_NAME]

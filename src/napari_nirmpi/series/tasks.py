@@ -157,14 +157,15 @@ def nir_configs(method_kwargs: dict, device: str = "auto"):
     """(cold TrainConfig, warm TrainConfig) from method_kwargs: TrainConfig fields plus
     'warm_iterations' (default iterations // 8) and 'warm_lr' (default lr / 10) for frames that
     start from the previous frame's field; 'grid' (the sampling shape) is ignored here; 'preset':
-    "fast" starts from TrainConfig.fast() (the feature grid) instead of TrainConfig()."""
+    "fast" / "fast_tv" start from TrainConfig.fast() / fast_tv(tv_weight) (the feature grid) instead
+    of TrainConfig()."""
     from ..nir.train import TrainConfig
 
     kw = dict(method_kwargs)
     kw.pop("grid", None)
     preset = kw.pop("preset", None)
-    if preset not in (None, "default", "fast"):
-        raise NirmpiError(f"method_kwargs preset={preset!r}: expected 'default' or 'fast'")
+    if preset not in (None, "default", "fast", "fast_tv"):
+        raise NirmpiError(f"method_kwargs preset={preset!r}: expected 'default', 'fast' or 'fast_tv'")
     warm_iterations = kw.pop("warm_iterations", None)
     warm_lr = kw.pop("warm_lr", None)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -176,7 +177,10 @@ def nir_configs(method_kwargs: dict, device: str = "auto"):
         kw.setdefault("preview_every", 10**9)  # no previews in batch: they cost a forward pass each
     if "device" in names:
         kw["device"] = device
-    cold = (TrainConfig.fast if preset == "fast" else TrainConfig)(**kw)
+    if preset == "fast_tv":
+        cold = TrainConfig.fast_tv(kw.pop("tv_weight", 0.3), **kw)
+    else:
+        cold = (TrainConfig.fast if preset == "fast" else TrainConfig)(**kw)
     cold.validate()  # on the client, before any task runs
     # Defaults measured on the bolus phantom (benchmarks/batch.py, docs/scaling.md): from the
     # previous frame's field, 1/16 of the cold budget at lr/10 matched the cold PSNR; the cold lr

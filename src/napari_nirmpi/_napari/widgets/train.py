@@ -159,7 +159,7 @@ class TrainWidget(Container):
                                   "(vessels, dots); 0 = off. The stop cannot see its gains: check by eye.")
         self.tv_weight = FloatSpinBox(label="TV prior", value=0.0, min=0.0, max=100.0, step=0.05)
         self.tv_weight.tooltip = ("Weight of a total-variation term on the voxel values, for piecewise-constant "
-                                  "objects; 0 = off. 0.3 with the feature grid on the 37³ cone (docs/3d.md).")
+                                  "objects; 0 = off. With the feature grid: TrainConfig.fast_tv (0.3 on the 37³ cone, docs/3d.md).")
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
         # the CPU is always there; CUDA/MPS are added once PyTorch is loaded
         self.device = ComboBox(label="Device", choices=["auto", "cpu"], value="auto")
@@ -201,6 +201,7 @@ class TrainWidget(Container):
         self.start_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.network.changed.connect(self._network_changed)
+        self.tv_weight.changed.connect(self._tv_changed)
         self.session.problem_changed.connect(self._update_enabled)
         self.session.problem_changed.connect(self._network_for_problem)
         self.session.problem_changed.connect(lambda *_: QTimer.singleShot(0, self._prepare_live_layer))
@@ -314,6 +315,11 @@ class TrainWidget(Container):
         d = TrainConfig.fast() if grid else TrainConfig()
         self.lr.value, self.iterations.value = d.lr, d.iterations
 
+    def _tv_changed(self, *_):
+        # TrainConfig.fast_tv runs its whole budget: the held-out misfit sees a prior's gains late
+        if self.network.value == "grid":
+            self.early_stopping.value = not self.tv_weight.value > 0
+
     def _network_for_problem(self, *_):
         p = self.session.problem
         if p is None or self._network_picked or self.running:
@@ -349,7 +355,8 @@ class TrainWidget(Container):
                       seed=int(self.seed.value), device=str(self.device.value),
                       preview_every=int(self.preview_every.value), early_stopping=bool(self.early_stopping.value))
         if self.network.value == "grid":
-            return TrainConfig.fast(**common)
+            tv = common.pop("tv_weight")
+            return TrainConfig.fast_tv(tv, **common) if tv > 0 else TrainConfig.fast(**common)
         return TrainConfig(width=int(self.net_width.value), depth=int(self.net_depth.value),
                            omega0=float(self.omega0.value), lr=float(self.lr.value), tv_weight=float(self.tv_weight.value),
                            iterations=int(self.iterations.value), max_scale=int(self.max_scale.value),
