@@ -158,8 +158,8 @@ def main(argv=None):
     tracemalloc.start()
     torch.manual_seed(0)
     say(f"# scanner3d: {a.phantom} {a.grid}³, OpenMPIData geometry, noise {a.noise}")
-    say(f"# machine: {platform.machine()} {os.cpu_count()}-core CPU (shared with other jobs: timings noisy; "
-        f"ratios measured in this one run), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    say(f"# machine: {platform.machine()} {os.cpu_count()}-core CPU, load average {os.getloadavg()[0]:.1f} at the "
+        f"start (ratios measured in this one run), torch {torch.__version__}, {torch.get_num_threads()} threads")
     t = time.perf_counter()
     case = simulate_case(a.phantom, grid=(a.grid,) * 3, scanner="openmpi", noise=a.noise, seed=0)
     t_sim = time.perf_counter() - t
