@@ -371,7 +371,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def _add_nir_options(s) -> None:
     s.add_argument("--network", choices=["auto", "siren", "grid"], default=None,
                    help="NIR network: siren (the paper's, TrainConfig()), grid (multi-resolution feature grid, "
-                        "TrainConfig.fast(): about 20x faster on a 37³ volume; with --tv W, TrainConfig.fast_tv(W)) or "
+                        "TrainConfig.fast(): about 60x faster on a 37³ volume; with --tv W, TrainConfig.fast_tv(W)) or "
                         "auto (default: grid for 3D, siren for 2D)")
     s.add_argument("--operator", choices=["auto", "pool", "cubic"], default=None,
                    help="NIR forward operator D: pool (the paper's block mean), cubic (the system matrix "

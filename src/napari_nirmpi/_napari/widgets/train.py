@@ -117,7 +117,8 @@ def series_method_kwargs(cfg) -> dict:
 
 
 class TrainWidget(Container):
-    """Network (width, depth, ω0), optimiser (lr, iterations), max scale, operator D, sparsity, seed, device,
+    """Network (SIREN or feature grid; width, depth, ω0), optimiser (lr, iterations), max scale, operator D,
+    sparsity and TV priors, seed, device,
     preview every K, early stopping; Start/Stop; live layer, loss curve, progress bar."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):  # noqa: F821
@@ -138,7 +139,7 @@ class TrainWidget(Container):
                                                           ("feature grid (fast; 3D)", "grid")], value="siren")
         self.network.tooltip = ("SIREN: the paper's network, the 2D default. Feature grid: multi-resolution "
                                 "grids + a small MLP, one jittered point per voxel and a run that ends at its "
-                                "early stop (TrainConfig.fast(): about 20x faster on a 37³ volume, docs/3d.md). "
+                                "early stop (TrainConfig.fast(): about 60x faster on a 37³ volume, docs/3d.md). "
                                 "Chosen by itself for a 3D problem until you pick one.")
         self._network_picked = False   # the user chose a network: a new problem does not change it
         self.net_width = SpinBox(label="Width", value=128, min=4, max=4096, step=16)
