@@ -271,20 +271,14 @@ class TrainConfig:
     experimental: ExperimentalConfig = dc_field(default_factory=ExperimentalConfig)
 
     def __post_init__(self):
-        if isinstance(self.feature_grid, dict):
-            self.feature_grid = FeatureGridConfig.from_dict(self.feature_grid)
-        elif self.feature_grid is None:
-            self.feature_grid = FeatureGridConfig()
-        elif not isinstance(self.feature_grid, FeatureGridConfig):
-            raise NirmpiError(f"TrainConfig.feature_grid: expected a FeatureGridConfig or a dict, "
-                              f"got {type(self.feature_grid).__name__}")
-        if isinstance(self.experimental, dict):
-            self.experimental = ExperimentalConfig.from_dict(self.experimental)
-        elif self.experimental is None:
-            self.experimental = ExperimentalConfig()
-        elif not isinstance(self.experimental, ExperimentalConfig):
-            raise NirmpiError(f"TrainConfig.experimental: expected an ExperimentalConfig or a dict, "
-                              f"got {type(self.experimental).__name__}")
+        for name, group in (("feature_grid", FeatureGridConfig), ("experimental", ExperimentalConfig)):
+            v = getattr(self, name)
+            if isinstance(v, dict):
+                setattr(self, name, group.from_dict(v))
+            elif v is None:
+                setattr(self, name, group())
+            elif not isinstance(v, group):
+                raise NirmpiError(f"TrainConfig.{name}: expected a {group.__name__} or a dict, got {type(v).__name__}")
         if isinstance(self.stopping, dict):
             self.stopping = rule_from_spec(self.stopping)
 
