@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import NirmpiError
 from ..grid import Grid
-from .encodings import FeatureGrid, grid_state_shapes
+from .encodings import FeatureGrid, grid_state_shapes, level_shapes
 
 __all__ = ["Siren", "FourierMLP", "Field", "build_network", "check_network_config", "expected_state_shapes",
            "NETWORKS", "FeatureGrid"]
@@ -212,7 +212,6 @@ def check_network_config(config) -> dict:
         integer("hidden", *LIMITS["width"], 32)
         real("max_scale", 0.0, 16.0, 1.0)
         real("init_std", -1.0, 10.0, 1e-2)
-        from .encodings import level_shapes
         cells = sum(math.prod(s) for s in level_shapes(shape, cfg.get("levels", 6), cfg.get("min_res", 4),
                                                         cfg.get("max_scale", 1.0)))
         if cells > LIMITS["grid_cells"]:
