@@ -85,12 +85,38 @@ class _Checker:
             self.bad(name, " or ".join(repr(o) for o in options))
 
 
+class _Group:
+    """A nested group of TrainConfig settings (`TrainConfig.<_name>`): plain JSON both ways."""
+
+    _name = ""
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def _refuse(cls, unknown: set) -> None:
+        """A group's own message for some unknown keys (none by default)."""
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        if not isinstance(d, dict):
+            raise NirmpiError(f"TrainConfig.{cls._name}: expected a dict of settings, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        cls._refuse(unknown)
+        if unknown:
+            raise NirmpiError(f"TrainConfig.{cls._name}: unknown settings {sorted(unknown)} "
+                              f"(expected some of {sorted(names)})")
+        return cls(**d)
+
+
 @dataclass
-class ExperimentalConfig:
+class ExperimentalConfig(_Group):
     """Settings of experiments that were measured and lost against the default (kept so that the
     measurements in docs/research-notes.md can be rerun). Each default is the value the default
     training uses."""
 
+    _name = "experimental"
     num_features: int = 128             # network="fourier" only (Gaussian Fourier features + ReLU MLP,
                                         # Tancik 2020): needed more tuning, never beat SIREN
     sigma: float = 4.0                  # Fourier network only
@@ -117,21 +143,11 @@ class ExperimentalConfig:
             c.integer("val_scale", *LIMITS["max_scale"])
         c.choice("normalize", (True, False))
 
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentalConfig":
-        if not isinstance(d, dict):
-            raise NirmpiError(f"TrainConfig.experimental: expected a dict of settings, got {type(d).__name__}")
-        unknown = set(d) - EXPERIMENTAL_NAMES
+    def _refuse(cls, unknown: set) -> None:
         if unknown & PROMOTED:
             raise NirmpiError(f"TrainConfig.experimental: {sorted(unknown & PROMOTED)} are TrainConfig settings "
                               f"(top level) since 2026-12-03")
-        if unknown:
-            raise NirmpiError(f"TrainConfig.experimental: unknown settings {sorted(unknown)} "
-                              f"(expected some of {sorted(EXPERIMENTAL_NAMES)})")
-        return cls(**d)
 
 
 EXPERIMENTAL_NAMES = frozenset(f.name for f in fields(ExperimentalConfig))
@@ -144,12 +160,13 @@ LEGACY_KEYS = EXPERIMENTAL_NAMES | PROMOTED | {"network_config", "scale"}
 
 
 @dataclass
-class FeatureGridConfig:
+class FeatureGridConfig(_Group):
     """The feature-grid network (`nir.encodings.FeatureGrid`, network="grid"): `levels` dense grids
     of `features` channels, from `min_res` cells along the longest axis to `finest` × the training
     grid, decoded by an MLP of `depth` hidden layers of `hidden` units. Defaults: the route that
     won on the 37³ cone (docs/3d.md)."""
 
+    _name = "feature_grid"
     levels: int = 6
     features: int = 4
     min_res: int = 4
@@ -168,17 +185,6 @@ class FeatureGridConfig:
         c.integer("depth", *LIMITS["depth"])
         c.real("init_std", 0.0, 10.0)
 
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FeatureGridConfig":
-        if not isinstance(d, dict):
-            raise NirmpiError(f"TrainConfig.feature_grid: expected a dict of settings, got {type(d).__name__}")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise NirmpiError(f"TrainConfig.feature_grid: unknown settings {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
