@@ -326,8 +326,10 @@ def test_nir_configs_warm_defaults_and_unknown_keys():
     cold, warm = batch.nir_configs({"preset": "fast", "tv_weight": 0.3}, "cpu")
     assert cold.network == "grid" and cold.sampling == "jitter" and cold.tv_weight == 0.3
     assert (cold.iterations, warm.iterations) == (1200, 150) and warm.lr == pytest.approx(3e-3)
-    cold, _ = batch.nir_configs({"preset": "fast_tv", "tv_weight": 0.2}, "cpu")
+    cold, warm = batch.nir_configs({"preset": "fast_tv", "tv_weight": 0.2}, "cpu")
     assert cold.tv_weight == 0.2 and cold.snr_weight is None and cold.jitter_points == 2
+    # the first frame starts from PDHG-TV; the others from the previous frame's field
+    assert cold.init == "pdhg-tv" and (warm.iterations, warm.lr) == (75, pytest.approx(1e-4))
     with pytest.raises(NirmpiError, match="preset"):
         batch.nir_configs({"preset": "turbo"})
 

@@ -420,8 +420,14 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
     on every preview and at the end (stop_reason set). Prefer `fit` unless you need the stream.
 
     init_field: start from this field's weights and output scale (a warm start, e.g. from the
-    previous frame of a series); its network must match the config's.
+    previous frame of a series); its network must match the config's. Without one, a config with
+    `init` set first fits the network to that classic reconstruction (`nir.warm.classic_start`).
     """
+    if init_field is None and config is not None and config.init is not None:
+        from .warm import classic_start
+
+        config.validate()
+        init_field = classic_start(problem, config)
     run = _Run(problem, config, init_field)
     cfg = run.cfg
     for it in range(1, cfg.iterations + 1):
