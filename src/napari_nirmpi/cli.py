@@ -116,10 +116,12 @@ def _preprocess_kw(a):
 def _nir_options(a) -> dict:
     """--network / --operator / --l1 / --tv: TrainConfig settings that are NIR-only (refused with
     the classic methods). --network comes back as 'network' (auto, siren or grid) for _nir_preset."""
-    opts = {"network": "network", "operator": "operator", "l1_weight": "l1", "tv_weight": "tv"}
+    opts = {"network": "network", "operator": "operator", "l1_weight": "l1", "tv_weight": "tv", "init": "init"}
     kw = {k: getattr(a, o) for k, o in opts.items() if getattr(a, o, None) is not None}
     if kw and a.method != "nir":
         raise NirmpiError(f"{', '.join('--' + opts[k] for k in kw)} applies to --method nir only")
+    if kw.get("init") == "none":
+        kw["init"] = None
     return kw
 
 
@@ -381,6 +383,10 @@ def _add_nir_options(s) -> None:
     s.add_argument("--tv", type=float, default=None, metavar="W",
                    help="NIR total-variation weight (TrainConfig.tv_weight; default 0 = off; 0.3 with the "
                         "feature grid on extended objects, docs/3d.md)")
+    s.add_argument("--init", choices=["none", "pdhg-tv", "fista-l1", "cgnr-l2"], default=None,
+                   help="NIR starting point: the network first fitted to this classic reconstruction (automatic "
+                        "λ) or none (random weights); default: pdhg-tv for the feature grid with --tv "
+                        "(TrainConfig.fast_tv), else none")
 
 
 def build_parser() -> argparse.ArgumentParser:
