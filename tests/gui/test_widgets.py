@@ -368,11 +368,21 @@ def test_train_picks_the_feature_grid_for_a_volume_and_shows_it_in_mm(viewer, qt
     train.iterations.value, train.preview_every.value = 40, 10
     cfg = train.config()
     assert cfg.network == "grid" and cfg.sampling == "jitter" and cfg.iterations == 40
-    train.tv_weight.value = 0.3        # TrainConfig.fast_tv: no row weighting, the whole budget
-    assert not train.early_stopping.value
+    train.tv_weight.value = 0.3        # TrainConfig.fast_tv: from the PDHG-TV image, its own lr and budget
+    assert not train.early_stopping.value and train.init.value == "pdhg-tv"
+    assert train.lr.value == pytest.approx(1e-3) and train.iterations.value == 600
+    train.tv_weight.value = 0.0        # back to TrainConfig.fast()
+    assert train.init.value == "none" and train.lr.value == pytest.approx(3e-2) and train.iterations.value == 1200
+    train.init.value = "fista-l1"      # a start from an image trains on at its own lr and budget
+    assert train.lr.value == pytest.approx(1e-3) and train.iterations.value == 600
+    assert train.config().init == "fista-l1" and train.config().tv_weight == 0
+    train.tv_weight.value = 0.3
+    train.iterations.value = 40
     cfg = train.config()
     assert cfg.tv_weight == 0.3 and cfg.snr_weight is None and cfg.jitter_points == 2 and cfg.iterations == 40
+    assert cfg.init == "pdhg-tv" and cfg.val_fraction == 0.0
     worker = train.start()
+    assert train.eta.value == "starting from the PDHG-TV image…"
     wait_worker(worker)
     live = viewer.layers[LIVE_NAME]
     assert live.data.shape == (7, 7, 7) and train.num_previews >= 1

@@ -161,6 +161,13 @@ class TrainWidget(Container):
         self.tv_weight = FloatSpinBox(label="TV prior", value=0.0, min=0.0, max=100.0, step=0.05)
         self.tv_weight.tooltip = ("Weight of a total-variation term on the voxel values, for piecewise-constant "
                                   "objects; 0 = off. With the feature grid: TrainConfig.fast_tv (0.3 on the 37³ cone, docs/3d.md).")
+        self.init = ComboBox(label="Start from", choices=[("random weights", "none"), ("PDHG-TV image", "pdhg-tv"),
+                                                           ("FISTA-ℓ1 image", "fista-l1"), ("CGNR-ℓ2 image", "cgnr-l2")],
+                             value="none")
+        self.init.tooltip = ("The network's starting point: random weights, or first fitted to a classic "
+                             "reconstruction with automatic λ (TrainConfig.init). The feature grid with a TV prior "
+                             "starts from PDHG-TV (TrainConfig.fast_tv, docs/3d.md); with the feature grid a start "
+                             "from an image trains on at lr 1e-3 for 600 iterations.")
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
         # the CPU is always there; CUDA/MPS are added once PyTorch is loaded
         self.device = ComboBox(label="Device", choices=["auto", "cpu"], value="auto")
@@ -179,7 +186,7 @@ class TrainWidget(Container):
 
         self.series = SeriesOption(self, "nir")
         self._params = [self.network, self.net_width, self.net_depth, self.omega0, self.lr, self.iterations,
-                        self.max_scale, self.operator, self.l1_weight, self.tv_weight, self.seed, self.device,
+                        self.max_scale, self.operator, self.l1_weight, self.tv_weight, self.init, self.seed, self.device,
                         self.preview_every, self.early_stopping]
         self.extend([*self._params, *self.series.widgets,
                      Container(widgets=[self.start_button, self.stop_button], layout="horizontal",
@@ -203,6 +210,7 @@ class TrainWidget(Container):
         self.stop_button.changed.connect(self.stop)
         self.network.changed.connect(self._network_changed)
         self.tv_weight.changed.connect(self._tv_changed)
+        self.init.changed.connect(self._init_changed)
         self.session.problem_changed.connect(self._update_enabled)
         self.session.problem_changed.connect(self._network_for_problem)
         self.session.problem_changed.connect(lambda *_: QTimer.singleShot(0, self._prepare_live_layer))
@@ -313,13 +321,27 @@ class TrainWidget(Container):
             return
         from ...nir.train import TrainConfig
 
-        d = TrainConfig.fast() if grid else TrainConfig()
-        self.lr.value, self.iterations.value = d.lr, d.iterations
+        init = None if self.init.value == "none" else str(self.init.value)
+        if grid and self.tv_weight.value > 0:
+            d = TrainConfig.fast_tv(float(self.tv_weight.value), init=init)
+        else:
+            d = TrainConfig.fast(init=init) if grid else TrainConfig()
+        self._setting_init = True
+        try:
+            self.lr.value, self.iterations.value = d.lr, d.iterations
+            self.early_stopping.value, self.init.value = d.early_stopping, d.init or "none"
+        finally:
+            self._setting_init = False
 
     def _tv_changed(self, *_):
-        # TrainConfig.fast_tv runs its whole budget: the held-out misfit sees a prior's gains late
-        if self.network.value == "grid":
-            self.early_stopping.value = not self.tv_weight.value > 0
+        # with the feature grid a TV prior is TrainConfig.fast_tv, which starts from PDHG-TV
+        if self.network.value == "grid" and self._ready:
+            self.init.value = "pdhg-tv" if self.tv_weight.value > 0 else "none"
+
+    def _init_changed(self, *_):
+        # a start from a classic image trains on at its own lr and budget (TrainConfig.fast)
+        if self.network.value == "grid" and self._ready and not getattr(self, "_setting_init", False):
+            self._apply_network_preset()
 
     def _network_for_problem(self, *_):
         p = self.session.problem
@@ -354,17 +376,14 @@ class TrainWidget(Container):
         common = dict(lr=float(self.lr.value), iterations=int(self.iterations.value),
                       l1_weight=float(self.l1_weight.value), tv_weight=float(self.tv_weight.value),
                       seed=int(self.seed.value), device=str(self.device.value),
-                      preview_every=int(self.preview_every.value), early_stopping=bool(self.early_stopping.value))
+                      preview_every=int(self.preview_every.value), early_stopping=bool(self.early_stopping.value),
+                      init=None if self.init.value == "none" else str(self.init.value))
         if self.network.value == "grid":
             tv = common.pop("tv_weight")
             return TrainConfig.fast_tv(tv, **common) if tv > 0 else TrainConfig.fast(**common)
         return TrainConfig(width=int(self.net_width.value), depth=int(self.net_depth.value),
-                           omega0=float(self.omega0.value), lr=float(self.lr.value), tv_weight=float(self.tv_weight.value),
-                           iterations=int(self.iterations.value), max_scale=int(self.max_scale.value),
-                           operator=str(self.operator.value), l1_weight=float(self.l1_weight.value),
-                           seed=int(self.seed.value), device=str(self.device.value),
-                           preview_every=int(self.preview_every.value),
-                           early_stopping=bool(self.early_stopping.value))
+                           omega0=float(self.omega0.value), max_scale=int(self.max_scale.value),
+                           operator=str(self.operator.value), **common)
 
     # -- start / stop ----------------------------------------------------------------------
     def start(self, *_, config=None):
@@ -398,7 +417,8 @@ class TrainWidget(Container):
         self._t0 = time.perf_counter()
         self.progress.max = max(1, int(cfg.iterations))
         self.progress.value = 0
-        self.eta.value = "starting…"
+        # a classic start solves and fits an image before the first iteration (tens of seconds at 37³)
+        self.eta.value = f"starting from the {cfg.init.upper()} image…" if cfg.init else "starting…"
         self._pbar = None
         from .._plot import CurveRenderer
 
