@@ -92,10 +92,14 @@ def test_init_setting_is_checked_and_stored():
 
 def test_cli_init_option():
     from napari_nirmpi.cli import _nir_options, build_parser
+    from napari_nirmpi.nir.config import INIT_METHODS
 
     a = build_parser().parse_args(["reconstruct", "--sm", "s", "--meas", "m", "--method", "nir", "--init", "none",
                                    "--output", "o.npy"])
     assert _nir_options(a)["init"] is None
+    reco = next(act for act in build_parser()._subparsers._group_actions[0].choices["reconstruct"]._actions
+                if act.dest == "init")
+    assert tuple(reco.choices) == ("none",) + INIT_METHODS      # the CLI's list is the config's
     kw = _nir_options(Namespace(method="nir", init="fista-l1"))
     TrainConfig.fast(**kw).validate()
     assert kw == {"init": "fista-l1"}

@@ -370,6 +370,8 @@ def test_train_picks_the_feature_grid_for_a_volume_and_shows_it_in_mm(viewer, qt
     assert cfg.network == "grid" and cfg.sampling == "jitter" and cfg.iterations == 40
     train.tv_weight.value = 0.3        # TrainConfig.fast_tv: from the PDHG-TV image, its own lr and budget
     assert not train.early_stopping.value and train.init.value == "pdhg-tv"
+    from napari_nirmpi.nir.config import INIT_METHODS
+    assert tuple(train.init.choices) == ("none",) + INIT_METHODS
     assert train.lr.value == pytest.approx(1e-3) and train.iterations.value == 600
     train.tv_weight.value = 0.0        # back to TrainConfig.fast()
     assert train.init.value == "none" and train.lr.value == pytest.approx(3e-2) and train.iterations.value == 1200

@@ -23,14 +23,14 @@ from .stopping import rule_from_spec, rule_spec
 
 __all__ = ["TrainConfig", "ExperimentalConfig", "FeatureGridConfig", "LIMITS", "LEGACY_KEYS"]
 
-# Sane ranges enforced by `validate` (and by checkpoint loading for the network sizes): generous
-# for real use (the default is width 128, depth 3, 2000 iterations at lr 3e-4), tight enough that a
-# typo cannot allocate gigabytes or train noise.
 # classic reconstructions a field can start from (TrainConfig.init): method-prior, automatic λ
 INIT_METHODS = ("pdhg-tv", "fista-l1", "cgnr-l2")
 # what TrainConfig.fast() changes for a run that starts from one (measured on the 37³ cone)
 WARM_START = dict(lr=1e-3, iterations=600, val_fraction=0.0)
 
+# Sane ranges enforced by `validate` (and by checkpoint loading for the network sizes): generous
+# for real use (the default is width 128, depth 3, 2000 iterations at lr 3e-4), tight enough that a
+# typo cannot allocate gigabytes or train noise.
 LIMITS = {
     "lr": (0.0, 0.01),             # exclusive lower bound; measured: 3e-3 already trains noise with
                                    # the default network, 1e-3 loses ~3 dB, the default is 3e-4
