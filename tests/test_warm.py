@@ -105,3 +105,16 @@ def test_cli_init_option():
     assert kw == {"init": "fista-l1"}
     with pytest.raises(NirmpiError, match="--init applies to --method nir only"):
         _nir_options(Namespace(method="pdhg", init="pdhg-tv"))
+
+
+def test_classic_start_refuses_bad_settings_before_solving(cone7, monkeypatch):
+    import napari_nirmpi.classic as classic
+
+    p, _ = cone7
+    calls = []
+    monkeypatch.setattr(classic, "reconstruct", lambda *a, **k: calls.append(a))
+    with pytest.raises(NirmpiError, match="lr"):
+        classic_start(p, TrainConfig.fast(init="pdhg-tv", lr=5.0))
+    with pytest.raises(NirmpiError, match="init"):
+        classic_start(p, TrainConfig.fast())
+    assert calls == []            # no classic solve was started for a config that cannot run

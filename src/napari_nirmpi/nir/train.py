@@ -426,7 +426,6 @@ def train(problem: Problem, config: TrainConfig | None = None, *,
     if init_field is None and config is not None and config.init is not None:
         from .warm import classic_start
 
-        config.validate()
         init_field = classic_start(problem, config)
     run = _Run(problem, config, init_field)
     cfg = run.cfg

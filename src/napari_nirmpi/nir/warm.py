@@ -17,7 +17,7 @@ import torch
 
 from ..errors import NirmpiError
 from ..problem import Problem
-from .config import INIT_METHODS, TrainConfig
+from .config import TrainConfig
 from .field import Field
 
 # the image fit's learning rate, by network: the feature grid's preset rate, and SIREN's upper
@@ -70,8 +70,9 @@ def classic_start(problem: Problem, config: TrainConfig) -> Field:
     "cgnr-l2", automatic λ, on the native grid) fitted into the network (`field_from_image`)."""
     from ..classic import reconstruct
 
-    if config.init not in INIT_METHODS:
-        raise NirmpiError(f"TrainConfig.init: expected None or one of {', '.join(INIT_METHODS)}, got {config.init!r}")
+    config.validate()   # before the classic solve: a bad setting fails at once
+    if config.init is None:
+        raise NirmpiError("classic_start: TrainConfig.init is None (no classic image to start from)")
     method, reg = config.init.split("-")
     res = reconstruct(problem, method, reg, "auto", device=config.device)
     return field_from_image(problem, res.image, config)
