@@ -146,6 +146,8 @@ def main(argv=None):
     ap.add_argument("--lambdas", default="0.01,0.1,1")
     ap.add_argument("--steps", type=int, default=6, help="steps timed for the projected routes")
     ap.add_argument("--quick", action="store_true", help="fewer NIR steps (tests, smoke runs)")
+    ap.add_argument("--l1-start", action="store_true",
+                    help="also TrainConfig.fast(init='fista-l1'): the start for thin structures (--phantom tubes)")
     ap.add_argument("--out", default=os.path.join(OUT, "scanner3d.txt"))
     ap.add_argument("--png", default=os.path.join(OUT, "scanner3d.png"))
     a = ap.parse_args(argv)
@@ -244,7 +246,9 @@ def main(argv=None):
                         f"2 jittered points, lr 3e-2, whole 1200-step budget)", cold_tv),
                        (f"NIR TrainConfig.fast_tv({TV_WEIGHT:g}) (the same prior, started from the PDHG-TV image: "
                         f"auto λ + image fit, then lr 1e-3, 600 steps, every row; time includes PDHG-TV)",
-                        TrainConfig.fast_tv(TV_WEIGHT))):
+                        TrainConfig.fast_tv(TV_WEIGHT))) + ((
+                       ("NIR TrainConfig.fast(init='fista-l1') (started from the FISTA-ℓ1 image, no prior; time "
+                        "includes FISTA-ℓ1)", TrainConfig.fast(init="fista-l1")),) if a.l1_start else ()):
         if a.quick:
             cfg = TrainConfig(**{**cfg.to_dict(), "iterations": min(cfg.iterations, 300), "stopping": None})
         t = time.perf_counter()
